@@ -1,0 +1,4 @@
+from cxr_monai.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Command line entry point: ``python -m cxr_monai COMMAND ...``.
+
+Each command lives in the module that owns its logic; the module exposes ``add_arguments(parser)``
+and ``run(args) -> int``. This file only registers them, so adding a command touches one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "phantom": ("cxr_monai.data.phantom", "generate synthetic chest radiographs with ground truth"),
+    "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON from NIH label files or a folder"),
+    "preview": ("cxr_monai.io.preview", "write an image as the chest X-ray reader sees it (8-bit PNG)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cxr_monai", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
