@@ -1,0 +1,920 @@
+"""Datalist builders and loader: label files or a folder of radiographs -> MONAI decathlon-style JSON.
+
+Every list follows docs/data_contract.md and ``cxr_monai/schemas/datalist.schema.json``: the keys
+``training``, ``validation``, ``test`` (healthy images) and ``test_unhealthy`` (abnormal images with their
+boxes), each a list of entries such as ``{"image": "00000003_000.png", "label": 0, "view": "PA"}``.
+
+Path rule: entry paths are relative to the dataset directory (``base_dir``) -- by default the image
+directory itself for NIH, and the directory holding both the image and the mask directories for a folder.
+Pass the same directory as ``base_dir`` to :func:`load_datalist` (the bundles' ``--dataset_dir``).
+
+Python::
+
+    summary = build_nih_datalist("Data_Entry_2017_v2020.csv.gz", "BBox_List_2017.csv.gz",
+                                 "/data/nih/images", "nih_pa.json", view="PA")
+    print(summary.format())
+    train_files = load_datalist("nih_pa.json", "training", base_dir="/data/nih/images")
+
+Command line::
+
+    python -m cxr_monai datalist nih --data-entry Data_Entry_2017_v2020.csv.gz \\
+        --bbox-list BBox_List_2017.csv.gz --image-dir /data/nih/images --out nih_pa.json --view PA
+    python -m cxr_monai datalist folder --image-dir montgomery/ --mask-suffix=-mask --out mont.json
+    python -m cxr_monai datalist validate nih_pa.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import logging
+import math
+import os
+import posixpath
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jsonschema
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+__all__ = [
+    "DEFAULT_TEST_FRACTION",
+    "DEFAULT_VAL_FRACTION",
+    "SPLIT_KEYS",
+    "DatalistError",
+    "DatalistSummary",
+    "RejectedFile",
+    "SplitCounts",
+    "add_arguments",
+    "build_folder_datalist",
+    "build_nih_datalist",
+    "datalist_schema",
+    "image_file_problem",
+    "load_datalist",
+    "run",
+    "split_groups",
+    "validate_datalist",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLIT_KEYS = ("training", "validation", "test", "test_unhealthy")
+# ChestX-ray14 context encoder: 59,481 train / 1,760 validation of 61,241 healthy images, i.e. 2.9 %.
+DEFAULT_VAL_FRACTION = 0.03
+DEFAULT_TEST_FRACTION = 0.02
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+NIH_HEALTHY = "No Finding"
+# BBox_List_2017 says "Infiltrate" where Data_Entry says "Infiltration"; box_labels use the Data_Entry
+# names so that every box label is one of the image's findings.
+NIH_BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
+# Paths the loader joins with base_dir; every other key is returned exactly as stored.
+PATH_KEYS = ("image", "lung_mask", "lesion_mask")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+_JPEG_TAIL_BYTES = 1024  # EOI is searched for in the last KiB: some writers pad after it
+_DICOM_PREAMBLE = 128
+_MAX_REPORTED_ERRORS = 20
+
+
+class DatalistError(ValueError):
+    """A datalist file that does not follow the schema; the message names the file, entry, key and reason."""
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    """A file left out of a datalist: ``path`` as found (or as named in the label file) and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class SplitCounts:
+    """Images in one split, with their patients (``None`` when unknown) and view positions."""
+
+    images: int
+    patients: int | None = None
+    views: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DatalistSummary:
+    """What a builder wrote: counts per split, every rejected file with its reason, and notes."""
+
+    out_path: Path
+    splits: dict[str, SplitCounts]
+    rejected: list[RejectedFile] = field(default_factory=list)
+    boxes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """The summary as a small table, as the ``datalist`` command prints it."""
+        size = self.out_path.stat().st_size if self.out_path.is_file() else 0
+        lines = [f"wrote {self.out_path} ({size / 1e6:.2f} MB)" if size >= 1e5 else
+                 f"wrote {self.out_path} ({size / 1e3:.1f} kB)"]
+        lines.append(f"{'split':<16}{'images':>8}{'patients':>10}  views")
+        for key, counts in self.splits.items():
+            patients = "-" if counts.patients is None else str(counts.patients)
+            views = ", ".join(f"{view} {n}" for view, n in sorted(counts.views.items())) or "-"
+            lines.append(f"{key:<16}{counts.images:>8}{patients:>10}  {views}")
+        if self.boxes:
+            lines.append(f"boxes in test_unhealthy: {self.boxes}")
+        by_reason = Counter(rejected.reason.split(":")[0] for rejected in self.rejected)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in by_reason.most_common())
+        lines.append(f"rejected: {len(self.rejected)}" + (f" ({reasons})" if reasons else ""))
+        lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# files
+
+
+def image_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a usable PNG, JPEG or DICOM file, or ``None`` when it looks right.
+
+    Cheap, no decode: the file must be non-empty, start with the PNG signature, the JPEG SOI marker or carry
+    ``DICM`` at byte 128, and a PNG must end with its IEND chunk, a JPEG with its EOI marker (both are lost
+    when a download is cut short).
+
+    >>> image_file_problem("/nonexistent.png")
+    'missing'
+    """
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return "empty file"
+        with open(path, "rb") as stream:
+            head = stream.read(_DICOM_PREAMBLE + 4)
+            if head.startswith(_PNG_SIGNATURE):
+                stream.seek(max(size - len(_PNG_IEND_CHUNK), 0))
+                if stream.read() != _PNG_IEND_CHUNK:
+                    return "truncated PNG: does not end with the IEND chunk"
+                return None
+            if head.startswith(_JPEG_SOI):
+                stream.seek(max(size - _JPEG_TAIL_BYTES, len(_JPEG_SOI)))
+                if _JPEG_EOI not in stream.read():
+                    return "truncated JPEG: no end-of-image marker"
+                return None
+            if head[_DICOM_PREAMBLE:] == b"DICM":
+                return None
+            return f"not a PNG, JPEG or DICOM Part 10 file: starts with {head[:8]!r}"
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+
+
+def _walk_files(directory: Path) -> Iterator[str]:
+    """Relative POSIX paths of the files under ``directory``, sorted, hidden files and folders skipped."""
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel_root = Path(os.path.relpath(root, directory))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield (rel_root / name).as_posix()
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _relative_dir(directory: Path, base_dir: Path) -> str:
+    """``directory`` relative to ``base_dir`` as a POSIX prefix ('' when they are the same)."""
+    rel = os.path.relpath(os.path.abspath(directory), os.path.abspath(base_dir))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise ValueError(f"{directory}: not inside base_dir {base_dir}; datalist paths are relative to a "
+                         "directory that holds every listed file")
+    return "" if rel == os.curdir else Path(rel).as_posix()
+
+
+def _require_dir(directory: Path, what: str, hint: str = "") -> None:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: {what} does not exist or is not a directory{hint}")
+
+
+def _open_text(path: Path):
+    """Text stream of a plain or gzip-compressed CSV (recognised by its magic bytes, not its name)."""
+    with open(path, "rb") as stream:
+        compressed = stream.read(2) == b"\x1f\x8b"
+    if compressed:
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header (names stripped) and ``(line number, fields)`` rows of a CSV file, empty rows skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    try:
+        with _open_text(path) as stream:
+            reader = csv.reader(stream)
+            header = [name.strip() for name in next(reader, [])]
+            rows = [(reader.line_num, fields) for fields in reader if any(fields)]
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: cannot read as CSV ({error})") from error
+    if not header:
+        raise ValueError(f"{path}: empty CSV file, expected a header row")
+    return header, rows
+
+
+def _column(header: Sequence[str], name: str, path: str | os.PathLike) -> int:
+    if name not in header:
+        raise ValueError(f"{path}: no '{name}' column (header: {', '.join(h for h in header if h)})")
+    return header.index(name)
+
+
+def _field(row: Sequence[str], column: int, name: str, path: str | os.PathLike, line: int) -> str:
+    value = row[column].strip() if column < len(row) else ""
+    if not value:
+        raise ValueError(f"{path}: line {line}: empty or missing '{name}'")
+    return value
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _write_json_atomic(document: Mapping[str, Any], out_path: Path) -> None:
+    """Write one entry per line (readable, diff-friendly), via a temporary file and a rename."""
+    parts = []
+    for key, value in document.items():
+        if isinstance(value, list) and value:
+            entries = ",\n".join(f"    {json.dumps(entry)}" for entry in value)
+            parts.append(f"  {json.dumps(key)}: [\n{entries}\n  ]")
+        else:
+            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    text = "{\n" + ",\n".join(parts) + "\n}\n"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _reject(rejected: list[RejectedFile], path: str, reason: str) -> None:
+    rejected.append(RejectedFile(path, reason))
+    logger.warning("rejected %s: %s", path, reason)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# splitting
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
+
+
+def split_groups(
+    group_sizes: Mapping[str, int],
+    *,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    test_groups: Iterable[str] = (),
+) -> dict[str, str]:
+    """Assign whole groups (patients) to ``training``, ``validation`` or ``test``.
+
+    Groups in ``test_groups`` go to test. The others are shuffled (sorted first, then permuted by numpy's
+    PCG64 seeded with ``seed``) and taken in turn for test until it holds ``ceil(test_fraction * images)``
+    images, then for validation until ``ceil(val_fraction * images)``; the rest is training. Fractions are of
+    images, not groups: a split with a fraction above 0 gets at least one group and overshoots by at most one.
+    The last free group always goes to training, so a tiny dataset never ends up with an empty training split.
+
+    >>> split_groups({"p1": 3, "p2": 1, "p3": 1}, val_fraction=0.2, test_fraction=0.0, test_groups=["p3"])
+    {'p3': 'test', 'p1': 'validation', 'p2': 'training'}
+    """
+    _check_fractions(val_fraction, test_fraction)
+    total = sum(group_sizes.values())
+    test_target, val_target = math.ceil(test_fraction * total), math.ceil(val_fraction * total)
+    assignment = {group: "test" for group in test_groups if group in group_sizes}
+    n_test, n_val = sum(group_sizes[group] for group in assignment), 0
+    free_groups = sorted(group for group in group_sizes if group not in assignment)
+    order = np.random.default_rng(seed).permutation(len(free_groups))
+    for step, position in enumerate(order):
+        group = free_groups[position]
+        if step == len(order) - 1:
+            assignment[group] = "training"
+        elif n_test < test_target:
+            assignment[group], n_test = "test", n_test + group_sizes[group]
+        elif n_val < val_target:
+            assignment[group], n_val = "validation", n_val + group_sizes[group]
+        else:
+            assignment[group] = "training"
+    return assignment
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NIH ChestX-ray14
+
+
+class _NihImage(NamedTuple):
+    index: str
+    findings: tuple[str, ...]
+    patient: str
+    view: str
+
+
+def _read_nih_data_entry(path: str | os.PathLike) -> dict[str, _NihImage]:
+    header, rows = _read_csv(path)
+    names = ("Image Index", "Finding Labels", "Patient ID", "View Position")
+    columns = [_column(header, name, path) for name in names]
+    images: dict[str, _NihImage] = {}
+    for line, row in rows:
+        index, finding_labels, patient, view = (_field(row, column, name, path, line)
+                                                for column, name in zip(columns, names))
+        if index in images:
+            raise ValueError(f"{path}: line {line}: Image Index {index} appears twice")
+        images[index] = _NihImage(index, _split_findings(finding_labels), patient, view)
+    return images
+
+
+def _split_findings(text: str) -> tuple[str, ...]:
+    """``"Effusion|Mass"`` -> ``("Effusion", "Mass")``, blanks and repeats dropped."""
+    if "|" not in text:
+        return (text.strip(),) if text.strip() else ()
+    return tuple(_unique(name.strip() for name in text.split("|") if name.strip()))
+
+
+def _nih_box_columns(header: Sequence[str], path: str | os.PathLike) -> int:
+    """Index of the box x column: NIH writes the unquoted header ``Bbox [x,y,w,h]`` that CSV splits in four."""
+    for position, name in enumerate(header):
+        if name.replace(" ", "").lower().startswith("bbox["):
+            return position
+    names = [name.lower() for name in header]
+    for position in range(len(names) - 3):
+        if names[position:position + 4] == ["x", "y", "w", "h"]:
+            return position
+    raise ValueError(f"{path}: no 'Bbox [x,y,w,h]' (or x, y, w, h) columns (header: {', '.join(header)})")
+
+
+def _read_nih_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[list[float], str]]]:
+    """Image Index -> ``([x_min, y_min, x_max, y_max], finding)`` in file order."""
+    header, rows = _read_csv(path)
+    index_column, label_column = _column(header, "Image Index", path), _column(header, "Finding Label", path)
+    x_column = _nih_box_columns(header, path)
+    boxes: dict[str, list[tuple[list[float], str]]] = defaultdict(list)
+    for line, row in rows:
+        index = _field(row, index_column, "Image Index", path, line)
+        label = _field(row, label_column, "Finding Label", path, line)
+        try:
+            x, y, w, h = (float(value.strip()) for value in row[x_column:x_column + 4])
+        except ValueError:
+            raise ValueError(f"{path}: line {line}: box x, y, w, h must be 4 numbers, "
+                             f"got {row[x_column:x_column + 4]}") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or x < 0 or y < 0 or w <= 0 or h <= 0:
+            raise ValueError(f"{path}: line {line}: box needs x, y >= 0 and w, h > 0, got {[x, y, w, h]}")
+        box = [round(x, 6), round(y, 6), round(x + w, 6), round(y + h, 6)]
+        boxes[index].append((box, NIH_BOX_LABEL_ALIASES.get(label, label)))
+    return dict(boxes)
+
+
+class _ImageLocator:
+    """Finds images by file name anywhere under ``image_dir`` (flat or NIH's ``images_001/images/``)."""
+
+    def __init__(self, image_dir: Path, check_images: bool):
+        self.image_dir, self.check_images = image_dir, check_images
+        self.paths_by_name: dict[str, list[str]] = defaultdict(list)
+        if check_images:
+            _require_dir(image_dir, "image directory", " (pass --allow-missing-images / check_images=False to "
+                                                       "build the list before the images are in place)")
+        if image_dir.is_dir():
+            for rel_path in _walk_files(image_dir):
+                self.paths_by_name[posixpath.basename(rel_path)].append(rel_path)
+
+    def locate(self, name: str) -> tuple[str, str | None]:
+        """Path relative to the image dir and the reason to reject it (``None`` when usable)."""
+        found = self.paths_by_name.get(name, [])
+        if len(found) > 1:
+            return name, f"ambiguous: {len(found)} files named {name} ({', '.join(found)})"
+        if not found:
+            # unchecked lists assume the flat layout for images that are not there yet
+            return name, (f"missing: not found under {self.image_dir}" if self.check_images else None)
+        if not self.check_images:
+            return found[0], None
+        return found[0], image_file_problem(self.image_dir / found[0])
+
+
+def build_nih_datalist(
+    data_entry_csv: str | os.PathLike,
+    bbox_list_csv: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    view: str | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    check_images: bool = True,
+    base_dir: str | os.PathLike | None = None,
+) -> DatalistSummary:
+    """Build the context-encoder datalist of NIH ChestX-ray14 (or of phantoms written in its CSV layout).
+
+    - ``training`` / ``validation`` / ``test``: the ``No Finding`` images, split by patient with
+      :func:`split_groups` (``val_fraction`` and ``test_fraction`` are fractions of those images). Every
+      patient with a boxed image (in ``view``) goes to test: none of their healthy images is trained or tuned
+      on, and the healthy test images include the same patients as the unhealthy ones. On ChestX-ray14 these 726
+      patients hold 5,066 healthy images, so ``test`` is larger than ``test_fraction`` (it is a minimum).
+    - ``test_unhealthy``: the images of the BBox list, ``label`` 1, ``findings`` from ``Finding Labels``,
+      ``boxes`` ``[x, y, x+w, y+h]`` in the pixels of the boxed images (1024 px for the NIH release),
+      ``box_labels`` with Data_Entry's names (``Infiltrate`` -> ``Infiltration``).
+    - ``view``: keep only that ``View Position`` (e.g. ``"PA"``).
+    - ``check_images``: every image must be found under ``image_dir`` (any depth) and pass
+      :func:`image_file_problem`; the others are rejected (logged, and listed in the summary). Splits are
+      drawn before the checks, so an image lands in the same split whichever other files are missing.
+      With ``check_images=False`` nothing is checked and images not found get the flat path
+      ``<image_dir>/<Image Index>``.
+    - Paths are relative to ``base_dir`` (default: ``image_dir``). No patient ID is written.
+
+    >>> summary = build_nih_datalist("Data_Entry_2017_v2020.csv.gz", "BBox_List_2017.csv.gz",
+    ...                              "/data/nih/images", "nih.json", check_images=False)  # doctest: +SKIP
+    """
+    _check_fractions(val_fraction, test_fraction)
+    image_dir, out_path = Path(image_dir), Path(out_path)
+    base_dir = image_dir if base_dir is None else Path(base_dir)
+    prefix = _relative_dir(image_dir, base_dir)
+    images = _read_nih_data_entry(data_entry_csv)
+    boxes_by_index = _read_nih_bbox_list(bbox_list_csv)
+    entry_name, bbox_name = Path(data_entry_csv).name, Path(bbox_list_csv).name
+
+    wanted_view = view.strip().upper() if view else None
+    if wanted_view is not None and not any(image.view.upper() == wanted_view for image in images.values()):
+        found = ", ".join(sorted({image.view for image in images.values()}))
+        raise ValueError(f"{data_entry_csv}: no image with View Position {view!r} (found: {found})")
+
+    def in_view(image: _NihImage) -> bool:
+        return wanted_view is None or image.view.upper() == wanted_view
+
+    rejected: list[RejectedFile] = []
+    unhealthy = []
+    for index in boxes_by_index:
+        if index not in images:
+            _reject(rejected, index, f"not in {entry_name}: listed in {bbox_name} only")
+        elif in_view(images[index]):
+            unhealthy.append(images[index])
+    healthy = [image for image in images.values()
+               if image.findings == (NIH_HEALTHY,) and image.index not in boxes_by_index and in_view(image)]
+
+    boxed_patients = {image.patient for image in unhealthy}
+    split_of_patient = split_groups(Counter(image.patient for image in healthy), val_fraction=val_fraction,
+                                    test_fraction=test_fraction, seed=seed, test_groups=boxed_patients)
+
+    locator = _ImageLocator(image_dir, check_images)
+    document: dict[str, Any] = {key: [] for key in SPLIT_KEYS}
+    members: dict[str, list[_NihImage]] = {key: [] for key in SPLIT_KEYS}
+    labels_outside_findings = 0
+    assigned = [(split_of_patient[image.patient], image) for image in healthy]
+    assigned += [("test_unhealthy", image) for image in unhealthy]
+    for key, image in assigned:
+        rel_path, problem = locator.locate(image.index)
+        if problem is not None:
+            _reject(rejected, (image_dir / rel_path).as_posix(), problem)
+            continue
+        entry: dict[str, Any] = {"image": posixpath.join(prefix, rel_path)}
+        if key == "test_unhealthy":
+            boxes = boxes_by_index[image.index]
+            entry.update(label=1, findings=list(image.findings), boxes=[box for box, _ in boxes],
+                         box_labels=[label for _, label in boxes])
+            labels_outside_findings += sum(label not in image.findings for _, label in boxes)
+        else:
+            entry["label"] = 0
+        entry["view"] = image.view
+        document[key].append(entry)
+        members[key].append(image)
+
+    splits = {key: SplitCounts(len(group), len({image.patient for image in group}),
+                               dict(Counter(image.view for image in group))) for key, group in members.items()}
+    notes = []
+    boxed_patient_images = sum(image.patient in boxed_patients for image in members["test"])
+    if boxed_patient_images:
+        notes.append(f"test holds the {boxed_patient_images} healthy images of the patients with boxed images")
+    if labels_outside_findings:
+        notes.append(f"{labels_outside_findings} box labels are not among their image's Finding Labels")
+
+    view_text = f", View Position {wanted_view} only" if wanted_view else ""
+    where = f"the image directory '{image_dir.name}'" if not prefix else f"the directory holding '{prefix}'"
+    description = (
+        f"NIH ChestX-ray14 from {entry_name} and {bbox_name}{view_text}. training/validation/test: "
+        f"'{NIH_HEALTHY}' images split by patient (seed {seed}, validation {val_fraction:g} and test at least "
+        f"{test_fraction:g} of them; patients with a boxed image are all in test). test_unhealthy: images with "
+        "boxes [x_min, y_min, x_max, y_max] in pixels of the boxed image. Paths are relative to the dataset "
+        f"directory, {where}: pass it as base_dir (bundles: --dataset_dir)."
+    )
+    if rejected:
+        description += f" {len(rejected)} missing or unreadable images were left out."
+    name = "nih-chestxray14" + (f"-{wanted_view.lower()}" if wanted_view else "")
+    return _finish({"name": name, "description": description, **document}, out_path, splits, rejected,
+                   boxes=sum(len(entry["boxes"]) for entry in document["test_unhealthy"]), notes=notes)
+
+
+def _finish(document: dict[str, Any], out_path: Path, splits: dict[str, SplitCounts],
+            rejected: list[RejectedFile], *, boxes: int = 0, notes: list[str] | None = None) -> DatalistSummary:
+    if not any(document[key] for key in SPLIT_KEYS):
+        first = f" (first: {rejected[0].path}: {rejected[0].reason})" if rejected else ""
+        raise ValueError(f"{out_path}: not written, no usable image: {len(rejected)} rejected{first}")
+    _write_json_atomic(document, out_path)
+    return DatalistSummary(out_path, splits, rejected, boxes, notes or [])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# folder (JSRT / Montgomery / Shenzhen style)
+
+
+def _read_labels_csv(path: str | os.PathLike) -> dict[str, tuple[int, list[str], int]]:
+    """``image`` column value -> (label, findings, line)."""
+    header, rows = _read_csv(path)
+    image_column, label_column = _column(header, "image", path), _column(header, "label", path)
+    findings_column = header.index("findings") if "findings" in header else None
+    labels: dict[str, tuple[int, list[str], int]] = {}
+    for line, row in rows:
+        image = _field(row, image_column, "image", path, line).replace("\\", "/")
+        label_text = _field(row, label_column, "label", path, line)
+        if label_text not in ("0", "1"):
+            raise ValueError(f"{path}: line {line}: label must be 0 (healthy) or 1 (abnormal), got {label_text!r}")
+        if image in labels:
+            raise ValueError(f"{path}: line {line}: image {image} already labelled on line {labels[image][2]}")
+        findings_text = row[findings_column] if findings_column is not None and findings_column < len(row) else ""
+        labels[image] = (int(label_text), list(_split_findings(findings_text)), line)
+    return labels
+
+
+def _stem(name: str) -> str:
+    return posixpath.splitext(posixpath.basename(name))[0]
+
+
+def build_folder_datalist(
+    image_dir: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    mask_dir: str | os.PathLike | None = None,
+    mask_suffix: str = "-mask",
+    labels_csv: str | os.PathLike | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    check_images: bool = True,
+    base_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+) -> DatalistSummary:
+    """Build a datalist from a folder of radiographs with optional lung masks and labels.
+
+    Images are the PNG/JPEG/DICOM files (by extension) under ``image_dir``; masks are those under ``mask_dir``
+    (default: ``image_dir``) whose name ends with ``mask_suffix`` before the extension, paired by name:
+    ``1.jpg`` <-> ``1-mask.png``. Images without a mask are listed without ``lung_mask``; masks without an
+    image are rejected. ``labels_csv`` has columns ``image`` (file name or path under ``image_dir``),
+    ``label`` (0/1) and optionally ``findings`` (``|``-separated); with it every image needs a row, and
+    label-1 images go to ``test_unhealthy``. The rest is split per image by :func:`split_groups` (no patient
+    IDs are known: one image per patient, as in JSRT and Montgomery). Paths are relative to ``base_dir``
+    (default: the deepest directory holding ``image_dir`` and ``mask_dir``).
+
+    >>> build_folder_datalist("montgomery-like", "mont.json")  # doctest: +SKIP
+    """
+    _check_fractions(val_fraction, test_fraction)
+    image_dir, out_path = Path(image_dir), Path(out_path)
+    mask_dir = image_dir if mask_dir is None else Path(mask_dir)
+    _require_dir(image_dir, "image directory")
+    _require_dir(mask_dir, "mask directory")
+    if not mask_suffix and os.path.abspath(mask_dir) == os.path.abspath(image_dir):
+        raise ValueError(f"{mask_dir}: an empty mask suffix needs a mask directory apart from the images")
+    if base_dir is None:
+        base_dir = Path(os.path.commonpath([os.path.abspath(image_dir), os.path.abspath(mask_dir)]))
+    base_dir = Path(base_dir)
+    image_prefix, mask_prefix = _relative_dir(image_dir, base_dir), _relative_dir(mask_dir, base_dir)
+    labels = _read_labels_csv(labels_csv) if labels_csv is not None else None
+
+    rejected: list[RejectedFile] = []
+    masks_by_key: dict[str, list[str]] = defaultdict(list)
+    mask_files = set()
+    for rel_path in _walk_files(mask_dir):
+        stem = _stem(rel_path)
+        if _is_image_name(rel_path) and stem.endswith(mask_suffix):
+            masks_by_key[stem[:len(stem) - len(mask_suffix)]].append(rel_path)
+            mask_files.add(os.path.abspath(mask_dir / rel_path))
+    images_by_key: dict[str, list[str]] = defaultdict(list)
+    ignored = []
+    for rel_path in _walk_files(image_dir):
+        if os.path.abspath(image_dir / rel_path) in mask_files:
+            continue
+        if _is_image_name(rel_path):
+            images_by_key[_stem(rel_path)].append(rel_path)
+        else:
+            ignored.append(rel_path)
+
+    for key, found in masks_by_key.items():
+        if key not in images_by_key:
+            for rel_path in found:
+                _reject(rejected, (mask_dir / rel_path).as_posix(), f"mask without image: no image named {key}.*")
+    entries: dict[str, dict[str, Any]] = {}
+    for key in sorted(images_by_key):
+        found = images_by_key[key]
+        if len(found) > 1:
+            for rel_path in found:
+                _reject(rejected, (image_dir / rel_path).as_posix(),
+                        f"ambiguous: {len(found)} images named {key}.* ({', '.join(found)})")
+            continue
+        rel_path, masks = found[0], masks_by_key.get(key, [])
+        image_path = (image_dir / rel_path).as_posix()
+        if labels is not None:
+            row_key = rel_path if rel_path in labels else posixpath.basename(rel_path)
+            if row_key not in labels:
+                _reject(rejected, image_path, f"no row in {Path(labels_csv).name}")
+                continue
+        if len(masks) > 1:
+            _reject(rejected, image_path, f"ambiguous: {len(masks)} masks for it ({', '.join(masks)})")
+            continue
+        problem = image_file_problem(image_path) if check_images else None
+        mask_problem = image_file_problem(mask_dir / masks[0]) if check_images and masks else None
+        if mask_problem is not None:
+            _reject(rejected, (mask_dir / masks[0]).as_posix(), mask_problem)
+            problem = problem or f"mask rejected: {masks[0]}: {mask_problem}"
+        if problem is not None:
+            _reject(rejected, image_path, problem)
+            continue
+        entry: dict[str, Any] = {"image": posixpath.join(image_prefix, rel_path)}
+        if masks:
+            entry["lung_mask"] = posixpath.join(mask_prefix, masks[0])
+        if labels is not None:
+            label, findings, _ = labels[row_key]
+            entry["label"] = label
+            if findings:
+                entry["findings"] = findings
+        entries[key] = entry
+    if labels is not None:
+        found_names = {name for paths in images_by_key.values() for path in paths
+                       for name in (path, posixpath.basename(path))}
+        for image, (_, _, line) in labels.items():
+            if image not in found_names:
+                _reject(rejected, image, f"no such image: line {line} of {Path(labels_csv).name} names a file "
+                                         f"not found under {image_dir}")
+
+    unhealthy = [key for key, entry in entries.items() if entry.get("label") == 1]
+    split_of_image = split_groups({key: 1 for key in entries if key not in unhealthy}, val_fraction=val_fraction,
+                                  test_fraction=test_fraction, seed=seed)
+    split_of_image.update({key: "test_unhealthy" for key in unhealthy})
+    document: dict[str, Any] = {key: [] for key in SPLIT_KEYS}
+    for key, entry in entries.items():
+        document[split_of_image[key]].append(entry)
+
+    notes = []
+    if ignored:
+        examples = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        notes.append(f"ignored {len(ignored)} files that are not PNG/JPEG/DICOM by extension ({examples})")
+    with_masks = sum("lung_mask" in entry for entry in entries.values())
+    notes.append(f"{with_masks} of {len(entries)} images have a lung mask")
+    sources = [f"images from '{image_dir.name}'"]
+    if masks_by_key:
+        sources.append(f"lung masks named <image>{mask_suffix}.* from '{mask_dir.name}'")
+    if labels_csv is not None:
+        sources.append(f"labels from {Path(labels_csv).name} (label 1 -> test_unhealthy)")
+    description = (
+        f"Folder datalist: {', '.join(sources)}; split per image (seed {seed}, validation {val_fraction:g}, "
+        f"test {test_fraction:g}). Paths are relative to the dataset directory '{base_dir.name}': pass it as "
+        "base_dir (bundles: --dataset_dir)."
+    )
+    splits = {key: SplitCounts(len(document[key])) for key in SPLIT_KEYS}
+    return _finish({"name": name or image_dir.name, "description": description, **document}, out_path, splits,
+                   rejected, notes=notes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# schema and loading
+
+
+@lru_cache(maxsize=1)
+def datalist_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of datalist files, shipped as ``cxr_monai/schemas/datalist.schema.json``."""
+    text = resources.files("cxr_monai").joinpath("schemas", "datalist.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _inline_refs(node: Any, definitions: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"$ref"}:
+            return _inline_refs(definitions[node["$ref"].removeprefix("#/$defs/")], definitions)
+        return {key: _inline_refs(value, definitions) for key, value in node.items() if key != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(value, definitions) for value in node]
+    return node
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    # jsonschema resolves "$ref" again for every entry; inlined once, a 60k-entry list checks twice as fast.
+    schema = datalist_schema()
+    return jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
+
+
+def _location(path: Iterable[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _box_problem(box: Any) -> str | None:
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        return None  # the schema reports the shape
+    x_min, y_min, x_max, y_max = box
+    if not (x_min < x_max and y_min < y_max):
+        return f"box {box} needs x_min < x_max and y_min < y_max ([x_min, y_min, x_max, y_max])"
+    return None
+
+
+def _document_problems(document: Any) -> list[str]:
+    """``location: reason`` for every schema error, bad box geometry and boxes/box_labels length mismatch."""
+    problems = []
+    for error in _validator().iter_errors(document):
+        if not error.absolute_path and error.validator == "anyOf":
+            message = f"no datalist key: expected at least one of {', '.join(SPLIT_KEYS)}"
+        else:
+            message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+        problems.append(f"{_location(error.absolute_path)}: {message}")
+    if not isinstance(document, dict):
+        return problems
+    for key in SPLIT_KEYS:
+        entries = document.get(key)
+        for number, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            for box_key in ("boxes", "lung_boxes"):
+                boxes = entry.get(box_key)
+                for box_number, box in enumerate(boxes if isinstance(boxes, list) else []):
+                    problem = _box_problem(box)
+                    if problem:
+                        problems.append(f"{key}[{number}].{box_key}[{box_number}]: {problem}")
+            boxes, box_labels = entry.get("boxes"), entry.get("box_labels")
+            if isinstance(boxes, list) and isinstance(box_labels, list) and len(boxes) != len(box_labels):
+                problems.append(f"{key}[{number}].box_labels: {len(box_labels)} labels for {len(boxes)} boxes")
+    return problems
+
+
+def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a datalist file against the schema and the box rules; return its parsed content.
+
+    Raises :class:`DatalistError` listing each problem as ``file: training[3].boxes[0]: reason``.
+
+    >>> validate_datalist("nih_pa.json")["name"]  # doctest: +SKIP
+    'nih-chestxray14-pa'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such datalist file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DatalistError(f"{path}: not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DatalistError(f"{path}: not UTF-8 text: {error}") from error
+    problems = _document_problems(document)
+    if problems:
+        lines = [f"{path}: {problem}" for problem in problems[:_MAX_REPORTED_ERRORS]]
+        if len(problems) > _MAX_REPORTED_ERRORS:
+            lines.append(f"{path}: ... and {len(problems) - _MAX_REPORTED_ERRORS} more problems")
+        raise DatalistError("\n".join(lines))
+    return document
+
+
+def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Validate a datalist file (:func:`validate_datalist`) and return the entries under ``key`` (a split).
+
+    Reads with ``monai.data.load_decathlon_datalist``; ``image``, ``lung_mask`` and ``lesion_mask`` are
+    joined with ``base_dir`` (default: the datalist's folder), every other key is returned as stored (MONAI
+    would also join a name such as ``"PA"`` that happens to exist as a file in ``base_dir``).
+
+    >>> files = load_datalist("nih_pa.json", "training", base_dir="/data/nih/images")  # doctest: +SKIP
+    >>> files[0]  # doctest: +SKIP
+    {'image': '/data/nih/images/00000003_000.png', 'label': 0, 'view': 'PA'}
+    """
+    if key not in SPLIT_KEYS:
+        raise ValueError(f"{path}: key must be one of {', '.join(SPLIT_KEYS)}, got {key!r}")
+    document = validate_datalist(path)
+    if key not in document:
+        present = ", ".join(k for k in SPLIT_KEYS if k in document)
+        raise DatalistError(f"{path}: no '{key}' list (has: {present})")
+    stored = document[key]
+    if not stored:  # load_decathlon_datalist indexes the first entry of "test"
+        return []
+    base = Path(path).parent if base_dir is None else Path(base_dir)
+    entries = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=base)
+    for entry, raw in zip(entries, stored):
+        for name, value in raw.items():
+            entry[name] = os.path.normpath(os.path.join(base, value)) if name in PATH_KEYS else value
+    return entries
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line
+
+
+def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, metavar="JSON", help="datalist file to write")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
+                        help=f"share of healthy images for validation (default {DEFAULT_VAL_FRACTION}: the "
+                             "context-encoder paper's 1,760 of 61,241)")
+    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, metavar="F",
+                        help=f"least share of healthy images for test (default {DEFAULT_TEST_FRACTION})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    parser.add_argument("--base-dir", type=Path, default=None, metavar="DIR",
+                        help="directory the paths are relative to (the bundles' --dataset_dir)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``datalist nih``, ``datalist folder`` and ``datalist validate``."""
+    sources = parser.add_subparsers(dest="datalist_source", metavar="SOURCE")
+    sources.required = True
+
+    nih = sources.add_parser("nih", help="NIH ChestX-ray14 Data_Entry + BBox_List CSVs (or phantoms in that layout)",
+                             description=build_nih_datalist.__doc__.split("\n\n")[0])
+    nih.add_argument("--data-entry", required=True, type=Path, metavar="CSV", help="Data_Entry_2017*.csv[.gz]")
+    nih.add_argument("--bbox-list", required=True, type=Path, metavar="CSV", help="BBox_List_2017.csv[.gz]")
+    nih.add_argument("--image-dir", required=True, type=Path, metavar="DIR",
+                     help="folder holding the images at any depth (flat or images_NNN/images/); default base dir")
+    nih.add_argument("--view", default=None, metavar="VIEW", help="keep one View Position, e.g. PA")
+    nih.add_argument("--allow-missing-images", action="store_true",
+                     help="do not check the image files (build the list before the download)")
+    _add_split_arguments(nih)
+    nih.set_defaults(_build_datalist=_run_nih)
+
+    folder = sources.add_parser("folder", help="a folder of images with optional lung masks and labels CSV",
+                                description=build_folder_datalist.__doc__.split("\n\n")[0])
+    folder.add_argument("--image-dir", required=True, type=Path, metavar="DIR")
+    folder.add_argument("--mask-dir", type=Path, default=None, metavar="DIR",
+                        help="folder of lung masks (default: the image dir)")
+    folder.add_argument("--mask-suffix", default="-mask", metavar="SUFFIX",
+                        help="mask name = image name + SUFFIX + any image extension (default -mask; "
+                             "write --mask-suffix=-x for a suffix that starts with '-')")
+    folder.add_argument("--labels", type=Path, default=None, metavar="CSV",
+                        help="CSV with columns image,label[,findings]; label 1 goes to test_unhealthy")
+    folder.add_argument("--name", default=None, help="datalist name (default: the image dir's name)")
+    _add_split_arguments(folder)
+    folder.set_defaults(_build_datalist=_run_folder)
+
+    validate = sources.add_parser("validate", help="check datalist files against the schema",
+                                  description=validate_datalist.__doc__.split("\n\n")[0])
+    validate.add_argument("files", nargs="+", type=Path, metavar="JSON")
+    validate.set_defaults(_build_datalist=_run_validate)
+
+
+def _run_nih(args: argparse.Namespace) -> int:
+    summary = build_nih_datalist(args.data_entry, args.bbox_list, args.image_dir, args.out, view=args.view,
+                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                 seed=args.seed, check_images=not args.allow_missing_images,
+                                 base_dir=args.base_dir)
+    print(summary.format())
+    return 0
+
+
+def _run_folder(args: argparse.Namespace) -> int:
+    summary = build_folder_datalist(args.image_dir, args.out, mask_dir=args.mask_dir, mask_suffix=args.mask_suffix,
+                                    labels_csv=args.labels, val_fraction=args.val_fraction,
+                                    test_fraction=args.test_fraction, seed=args.seed, base_dir=args.base_dir,
+                                    name=args.name)
+    print(summary.format())
+    return 0
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.files:
+        try:
+            document = validate_datalist(path)
+        except (DatalistError, FileNotFoundError) as error:
+            print(error, file=sys.stderr)
+            failed += 1
+            continue
+        counts = ", ".join(f"{key} {len(document[key])}" for key in SPLIT_KEYS if key in document)
+        print(f"{path}: valid ({counts})")
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``datalist nih|folder|validate``; rejected files go to stderr, the summary to stdout."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args._build_datalist(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
