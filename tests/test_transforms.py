@@ -1,0 +1,482 @@
+"""Lung-patch transforms: working resolution, lung boxes, random/box-centred patches, centre holes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate, load_decathlon_datalist
+from monai.transforms import Compose, DeleteItemsd, LoadImaged
+from PIL import Image
+
+from cxr_monai.data.phantom import generate_phantoms, make_phantom
+from cxr_monai.io import CXRReader
+from cxr_monai.transforms import (
+    DEFAULT_LUNG_LAYOUT,
+    BoxCenteredPatch,
+    BoxCenteredPatchd,
+    CenterHole,
+    CenterHoled,
+    HeuristicLungBoxes,
+    LungBoxesd,
+    LungBoxesFromMask,
+    LungBoxesFromMaskd,
+    RandLungPatch,
+    RandLungPatchd,
+    ResizeToWorkingResolution,
+    ResizeToWorkingResolutiond,
+    border_weight_map,
+    crop_patch,
+    lung_boxes_from_mask,
+    scale_boxes,
+    whole_image_hole_transforms,
+    working_spatial_size,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MONTGOMERY = SHARED_DATA / "real-samples" / "montgomery-like"
+
+
+def meta_image(array: np.ndarray, filename: str = "p0001.png", **meta) -> MetaTensor:
+    """(H, W) or (C, H, W) array as a channel-first float32 MetaTensor, as LoadImaged + CXRReader give it."""
+    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    tensor = tensor[None] if tensor.ndim == 2 else tensor
+    return MetaTensor(tensor, meta={"filename_or_obj": filename, "spatial_shape": tuple(tensor.shape[1:]), **meta})
+
+
+def rectangles_mask(shape: tuple[int, int], boxes: list[list[int]]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.float32)
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = 1.0
+    return mask
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(size=512, seed=3)
+
+
+def phantom_sample(radiograph, name: str = "phantom_00003.png") -> dict:
+    return {
+        "image": meta_image(radiograph.image, name),
+        "lung_mask": meta_image(radiograph.lung_mask, name.replace(".png", "_lungs.png")),
+    }
+
+
+def inside(box, x, y) -> bool:
+    return box[0] <= x < box[2] and box[1] <= y < box[3]
+
+
+# ------------------------------------------------------------------------------------------ working resolution
+
+
+def test_working_spatial_size_rules():
+    assert working_spatial_size((2000, 1500)) == (1024, 768)
+    assert working_spatial_size((250, 300), longest_side=1024) == (853, 1024)  # small images are upsampled
+    assert working_spatial_size((1000, 2000), target_spacing=0.4, pixel_spacing=(0.2, 0.1)) == (500, 500)
+    assert working_spatial_size((1000, 2000), target_spacing=0.4, pixel_spacing=None) == (512, 1024)
+
+
+def test_resize_scales_image_mask_and_boxes_together():
+    height, width = 2048, 1536
+    lung_boxes = [[200, 300, 600, 1500], [900, 280, 1300, 1520]]
+    image = meta_image(np.random.default_rng(0).random((height, width)), "big.dcm")
+    mask = meta_image(rectangles_mask((height, width), lung_boxes), "big_lungs.png")
+    resize = ResizeToWorkingResolutiond(
+        keys=["image", "lung_mask"], mode=["bilinear", "nearest-exact"], box_keys=["lung_boxes", "boxes"]
+    )
+    out = resize({"image": image, "lung_mask": mask, "lung_boxes": lung_boxes})
+
+    assert out["image"].shape == (1, 1024, 768) and out["lung_mask"].shape == (1, 1024, 768)
+    assert "boxes" not in out  # absent box keys are skipped
+    np.testing.assert_allclose(out["lung_boxes"], np.asarray(lung_boxes) / 2)
+    assert set(np.unique(out["lung_mask"].numpy())) == {0.0, 1.0}  # nearest: no blurred mask edges
+    np.testing.assert_array_equal(LungBoxesFromMask()(out["lung_mask"]), out["lung_boxes"])
+    assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
+    assert out["image"].meta["working_scale"] == (0.5, 0.5)
+    assert tuple(out["image"].meta["spatial_shape"]) == (height, width)  # MONAI: the shape as loaded
+    np.testing.assert_allclose(out["image"].pixdim[:2], (2.0, 2.0))  # affine follows the new grid
+
+
+def test_resize_antialiases_when_downsampling():
+    stripes = np.tile(np.asarray([0.0, 1.0], dtype=np.float32), (512, 256))  # 1 px columns, (512, 512)
+    smooth = ResizeToWorkingResolution(longest_side=160)(meta_image(stripes))  # a non-integer factor, 3.2
+    aliased = ResizeToWorkingResolution(longest_side=160, anti_aliasing=False)(meta_image(stripes))
+    assert smooth.shape == (1, 160, 160)
+    assert float(smooth.std()) < 0.05 < float(aliased.std())
+    assert abs(float(smooth.mean()) - 0.5) < 0.01
+    step = np.zeros((250, 200), dtype=np.float32)
+    step[:, 100:] = 1.0
+    upsampled = ResizeToWorkingResolution(longest_side=1000)(meta_image(step))  # x4, bilinear
+    assert upsampled.shape == (1, 1000, 800)
+    assert ((upsampled > 0.05) & (upsampled < 0.95)).sum() >= 2 * 1000  # a smooth edge, not replicated pixels
+
+
+def test_resize_to_target_spacing_updates_spacing_and_falls_back_without_it():
+    resize = ResizeToWorkingResolution(target_spacing=0.4)
+    image = meta_image(np.zeros((1000, 2000)), "cr.dcm", pixel_spacing=np.asarray([0.2, 0.1]))
+    out = resize(image)
+    assert out.shape == (1, 500, 500)
+    np.testing.assert_allclose(out.meta["pixel_spacing"], (0.4, 0.4))
+    assert out.meta["working_scale"] == (0.5, 0.25)
+    no_spacing = resize(meta_image(np.zeros((1000, 2000)), "export.png"))
+    assert no_spacing.shape == (1, 512, 1024)  # longest-side rule
+
+
+def test_resize_errors_name_the_files():
+    image = meta_image(np.zeros((100, 80)), "a.png", pixel_spacing=np.asarray([0.0, 0.1]))
+    with pytest.raises(ValueError, match="a.png: pixel_spacing"):
+        ResizeToWorkingResolution(target_spacing=0.2)(image)
+    data = {"image": meta_image(np.zeros((100, 80)), "a.png"), "lung_mask": meta_image(np.zeros((90, 80)), "m.png")}
+    with pytest.raises(ValueError, match=r"m.png.*a.png"):
+        ResizeToWorkingResolutiond(keys=["image", "lung_mask"], mode=["bilinear", "nearest-exact"])(data)
+
+
+def test_scale_boxes_uses_x_for_columns():
+    np.testing.assert_allclose(scale_boxes([[10, 20, 30, 40]], (100, 200), (50, 400)), [[20, 10, 60, 20]])
+
+
+# ------------------------------------------------------------------------------------------------- lung boxes
+
+
+def test_boxes_from_two_components_are_tight_and_ordered_by_x():
+    mask = rectangles_mask((200, 300), [[180, 40, 260, 170], [20, 30, 120, 160]])
+    boxes = LungBoxesFromMask()(meta_image(mask))
+    np.testing.assert_array_equal(boxes, [[20, 30, 120, 160], [180, 40, 260, 170]])
+    assert boxes.dtype == np.float32
+
+
+def test_merged_lungs_are_split_at_the_mediastinum():
+    mask = rectangles_mask((200, 300), [[20, 30, 120, 160], [180, 40, 260, 170], [120, 60, 180, 66]])  # bridge
+    boxes = lung_boxes_from_mask(mask > 0)
+    np.testing.assert_array_equal(boxes[0][[1, 3]], [30, 160])
+    np.testing.assert_array_equal(boxes[1][[1, 3]], [40, 170])
+    assert boxes[0][0] == 20 and boxes[1][2] == 260
+    assert 120 <= boxes[0][2] <= boxes[1][0] <= 180  # the split column lies on the thin bridge
+
+
+def test_small_debris_is_not_a_lung():
+    mask = rectangles_mask((200, 300), [[20, 30, 260, 170], [280, 5, 284, 9]])  # one wide region + a speck
+    boxes = LungBoxesFromMask(min_area_ratio=0.1)(meta_image(mask))
+    assert boxes[0][0] == 20 and boxes[1][2] == 260
+    assert boxes[0][2] == boxes[1][0]  # split of the wide region, the speck ignored
+
+
+def test_empty_mask_error_names_the_file():
+    with pytest.raises(ValueError, match="p0042_lungs.png: the lung mask is empty"):
+        LungBoxesFromMaskd(keys="lung_mask")({"lung_mask": meta_image(np.zeros((64, 64)), "p0042_lungs.png")})
+
+
+def test_boxes_from_real_lung_masks():
+    masks = sorted(MONTGOMERY.glob("*-mask.png")) if MONTGOMERY.is_dir() else []
+    if not masks:
+        pytest.skip(f"real lung masks not found under {MONTGOMERY} (shared/data is not part of a user checkout)")
+    for path in masks:
+        mask = np.asarray(Image.open(path).convert("L")) > 127
+        boxes = LungBoxesFromMask()(meta_image(mask, str(path)))
+        width = mask.shape[1]
+        assert boxes[0][2] <= width / 2 <= boxes[1][0], path  # left box on the image left; no overlap
+        for box, half in zip(boxes, (slice(0, width // 2), slice(width // 2, width))):
+            rows, cols = np.nonzero(mask[:, half])
+            cols = cols + half.start
+            tight = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]  # the lung of this half, exactly
+            np.testing.assert_array_equal(box, tight, err_msg=str(path))
+
+
+def lung_fraction_and_coverage(boxes: np.ndarray, lung: np.ndarray) -> tuple[float, float]:
+    covered = np.zeros_like(lung)
+    for x0, y0, x1, y1 in np.round(boxes).astype(int):
+        covered[y0:y1, x0:x1] = True
+    return (covered & lung).sum() / covered.sum(), (covered & lung).sum() / lung.sum()
+
+
+def test_heuristic_boxes_on_real_radiographs():
+    pairs = [(MONTGOMERY / f"{i}.jpg", MONTGOMERY / f"{i}-mask.png") for i in range(1, 5)]
+    if not all(image.exists() and mask.exists() for image, mask in pairs):
+        pytest.skip(f"real radiographs with lung masks not found under {MONTGOMERY}")
+    for image_path, mask_path in pairs:
+        image = np.asarray(Image.open(image_path).convert("L"), dtype=np.float32) / 255
+        lung = np.asarray(Image.open(mask_path).convert("L")) > 127
+        refined = lung_fraction_and_coverage(HeuristicLungBoxes()(meta_image(image)), lung)
+        layout = lung_fraction_and_coverage(HeuristicLungBoxes(refine=False)(meta_image(image)), lung)
+        assert refined[0] >= layout[0] and refined[0] > 0.45 and refined[1] > 0.85, (image_path, refined, layout)
+
+
+def test_heuristic_boxes_on_phantoms():
+    for seed in range(3):
+        radiograph = make_phantom(size=256, seed=seed)
+        boxes = HeuristicLungBoxes()(meta_image(radiograph.image))
+        fraction, coverage = lung_fraction_and_coverage(boxes, radiograph.lung_mask)
+        assert fraction > 0.45 and coverage > 0.85, (seed, fraction, coverage)
+        for box, truth in zip(boxes, radiograph.lung_boxes):  # each box is on its own lung
+            assert inside(box, (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
+
+
+def test_heuristic_without_refinement_is_the_layout():
+    boxes = HeuristicLungBoxes(refine=False)(meta_image(np.zeros((100, 200))))
+    np.testing.assert_allclose(boxes, np.asarray(DEFAULT_LUNG_LAYOUT) * [200, 100, 200, 100], rtol=1e-6)
+
+
+def test_lung_boxes_source_priority(phantom):
+    sample = phantom_sample(phantom)
+    from_datalist = LungBoxesd()({**sample, "lung_boxes": [[1, 2, 3, 4]]})
+    assert from_datalist["lung_boxes_source"] == "datalist"
+    np.testing.assert_array_equal(from_datalist["lung_boxes"], [[1, 2, 3, 4]])
+    from_mask = LungBoxesd()(sample)
+    assert from_mask["lung_boxes_source"] == "mask"
+    np.testing.assert_array_equal(from_mask["lung_boxes"], phantom.lung_boxes)
+    assert LungBoxesd()({"image": sample["image"]})["lung_boxes_source"] == "heuristic"
+    with pytest.raises(KeyError, match="phantom_00003.png"):
+        LungBoxesd(use_heuristic=False)({"image": sample["image"]})
+
+
+# ---------------------------------------------------------------------------------------------- lung patches
+
+
+def test_every_phantom_patch_lies_inside_the_lungs():
+    for seed in range(3):
+        radiograph = make_phantom(size=512, seed=seed)
+        sample = LungBoxesd()(phantom_sample(radiograph, f"phantom_{seed:05d}.png"))
+        for mask_key in ("lung_mask", None):
+            patcher = RandLungPatchd(keys=["image", "lung_mask"], mask_key=mask_key, num_samples=20)
+            patches = patcher.set_random_state(seed=seed)(sample)
+            assert len(patches) == 20
+            for patch in patches:
+                x, y = patch["patch_center"]
+                x0, y0, x1, y1 = patch["patch_box"]
+                assert any(inside(box, x, y) for box in sample["lung_boxes"])
+                if mask_key is not None:
+                    assert radiograph.lung_mask[y, x]
+                assert 0 <= x0 and 0 <= y0 and x1 <= 512 and y1 <= 512 and (x1 - x0, y1 - y0) == (128, 128)
+                np.testing.assert_array_equal(patch["image"][0].numpy(), radiograph.image[y0:y1, x0:x1])
+                np.testing.assert_array_equal(patch["lung_mask"][0].numpy(), radiograph.lung_mask[y0:y1, x0:x1])
+
+
+@pytest.fixture(scope="module")
+def phantom_dataset(tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(out_dir, num_images=6, size=512, seed=0, abnormal_fraction=0.34)
+    return out_dir
+
+
+def test_patches_from_phantom_files_lie_inside_the_lungs(phantom_dataset):
+    entries = []
+    for section in ("training", "validation", "test", "test_unhealthy"):
+        entries += load_decathlon_datalist(str(phantom_dataset / "datalist.json"), True, section, str(phantom_dataset))
+    assert len(entries) == 6 and any(entry["image"].endswith(".dcm") for entry in entries)
+    load = LoadImaged(keys=["image", "lung_mask"], reader=CXRReader(), ensure_channel_first=True)
+    resize = ResizeToWorkingResolutiond(
+        keys=["image", "lung_mask"], mode=["bilinear", "nearest-exact"], box_keys="lung_boxes", longest_side=384
+    )
+    patcher = RandLungPatchd(keys=["image", "lung_mask"], mask_key="lung_mask", num_samples=20)
+    patcher.set_random_state(seed=0)
+    for entry in entries:
+        sample = load({key: entry[key] for key in ("image", "lung_mask", "lung_boxes")})
+        np.testing.assert_array_equal(LungBoxesFromMask()(sample["lung_mask"]), entry["lung_boxes"])
+        sample = LungBoxesd()(resize(sample))
+        assert sample["lung_boxes_source"] == "datalist" and sample["image"].shape == (1, 384, 384)
+        lung_mask = sample["lung_mask"][0]
+        for patch in patcher(sample):
+            x, y = patch["patch_center"]
+            assert lung_mask[y, x] > 0, entry["image"]
+            assert any(inside(box, x, y) for box in sample["lung_boxes"]), entry["image"]
+            assert patch["lung_mask"][0, 64, 64] > 0 and patch["image"].shape == (1, 128, 128)
+
+
+def test_box_centred_patches_hold_the_phantom_lesions(phantom_dataset):
+    datalist = str(phantom_dataset / "datalist.json")
+    entries = load_decathlon_datalist(datalist, True, "test_unhealthy", str(phantom_dataset))
+    assert entries
+    pipeline = Compose(
+        [
+            LoadImaged(keys=["image", "lesion_mask"], reader=CXRReader(), ensure_channel_first=True),
+            BoxCenteredPatchd(keys=["image", "lesion_mask"], box_key="boxes", patch_size=128),
+            CenterHoled(keys="image"),
+        ]
+    )
+    for entry in entries:
+        patches = pipeline(entry)
+        assert [patch["box_label"] for patch in patches] == entry["box_labels"]
+        for patch in patches:
+            x0, y0, x1, y1 = patch["box"] - np.tile(patch["patch_box"][:2], 2)  # the box in patch pixels
+            lesion_in_box = patch["lesion_mask"][0, max(0, int(y0)) : int(y1), max(0, int(x0)) : int(x1)]
+            assert lesion_in_box.sum() > 0, (entry["image"], patch["box"])  # x = column, y = row, end to end
+
+
+def test_random_state_makes_patches_reproducible(phantom):
+    sample = LungBoxesd()(phantom_sample(phantom))
+
+    def centers(seed: int) -> np.ndarray:
+        patcher = RandLungPatchd(keys="image", num_samples=20).set_random_state(seed=seed)
+        return np.stack([patch["patch_center"] for patch in patcher(sample)])
+
+    np.testing.assert_array_equal(centers(5), centers(5))
+    assert not np.array_equal(centers(5), centers(6))
+    patcher = RandLungPatchd(keys="image", num_samples=3).set_random_state(seed=5)
+    assert not np.array_equal(*(np.stack([p["patch_center"] for p in patcher(sample)]) for _ in range(2)))
+
+
+def test_patches_stay_inside_the_image_for_boxes_at_the_edge():
+    image = meta_image(np.random.default_rng(1).random((300, 400)))
+    edge_boxes = [[0, 0, 40, 30], [380, 250, 400, 300]]  # both entirely in the 64 px border band
+    sampler = RandLungPatch(patch_size=128, num_samples=50).set_random_state(seed=0)
+    patches = sampler(image, edge_boxes)
+    assert all(patch.shape == (1, 128, 128) for patch in patches)
+    xs, ys = sampler.centers.T
+    assert set(xs) <= {64, 400 - 64} and set(ys) <= {64, 300 - 64}  # centres shifted to the nearest valid ones
+    straddling = [[30, 100, 200, 200]]  # partly in the band: centres are clipped into box and valid range
+    sampler(image, straddling)
+    assert sampler.centers[:, 0].min() >= 64 and sampler.centers[:, 0].max() < 200
+
+
+def test_centres_are_uniform_over_the_union_of_boxes():
+    sampler = RandLungPatch(patch_size=16, num_samples=6000).set_random_state(seed=0)
+    overlapping = [[100, 100, 200, 200], [150, 100, 250, 200]]  # overlap is 1/3 of the union
+    sampler.randomize((512, 512), overlapping)
+    in_overlap = ((sampler.centers[:, 0] >= 150) & (sampler.centers[:, 0] < 200)).mean()
+    assert abs(in_overlap - 1 / 3) < 0.03  # picking a box, then a point, would give 1/2
+    disjoint = [[10, 10, 40, 110], [300, 10, 330, 43]]  # areas 3000 and 990
+    sampler.randomize((512, 512), disjoint)
+    assert abs((sampler.centers[:, 0] < 100).mean() - 3000 / 3990) < 0.03
+
+
+def test_mask_requirement_and_errors():
+    mask = rectangles_mask((256, 256), [[100, 100, 120, 200]])
+    sampler = RandLungPatch(patch_size=64, num_samples=40).set_random_state(seed=0)
+    for lung_mask in (mask, mask / 255):  # a 0/1 PNG mask reads as 0 and 1/255: the default threshold is 0
+        sampler.randomize((256, 256), [[60, 60, 200, 200]], meta_image(lung_mask))
+        assert (sampler.centers[:, 0] >= 100).all() and (sampler.centers[:, 0] < 120).all()
+    with pytest.raises(ValueError, match="lungs.png: no lung-mask pixel"):
+        sampler.randomize((256, 256), [[10, 10, 40, 40]], meta_image(mask), source="lungs.png")
+    with pytest.raises(ValueError, match="tiny.png: image 100x100"):
+        RandLungPatch(patch_size=128)(meta_image(np.zeros((100, 100)), "tiny.png"), [[0, 0, 50, 50]])
+    with pytest.raises(ValueError, match="empty"):
+        RandLungPatch()(meta_image(np.zeros((256, 256))), [[50, 50, 40, 60]])
+
+
+def test_patches_are_views_with_the_affine_moved_to_the_patch():
+    image = MetaTensor(torch.rand(1, 512, 512), affine=torch.diag(torch.tensor([0.2, 0.3, 1.0], dtype=torch.float64)))
+    patch = crop_patch(image, (100, 40), (128, 128))
+    assert patch.untyped_storage().data_ptr() == image.untyped_storage().data_ptr()  # no copy of the image
+    np.testing.assert_allclose(patch.affine[:2, 2], (0.2 * 100, 0.3 * 40))
+    np.testing.assert_allclose(image.affine[:2, 2], (0, 0))
+    patches = RandLungPatch(num_samples=20).set_random_state(seed=0)(image, [[100, 100, 400, 400]])
+    assert len({p.untyped_storage().data_ptr() for p in patches}) == 1
+
+
+def test_box_centred_patches():
+    image = meta_image(np.random.default_rng(2).random((512, 600)), "sick.png")
+    data = {
+        "image": image,
+        "lesion_mask": meta_image(np.zeros((512, 600)), "sick_lesion.png"),
+        "boxes": [[290, 240, 310, 270], [0, 490, 30, 512]],
+        "box_labels": ["Nodule", "Mass"],
+    }
+    patches = BoxCenteredPatchd(keys=["image", "lesion_mask"], box_key="boxes")(data)
+    assert [p["box_index"] for p in patches] == [0, 1] and [p["box_label"] for p in patches] == ["Nodule", "Mass"]
+    np.testing.assert_array_equal(patches[0]["patch_center"], [300, 255])  # box centre
+    np.testing.assert_array_equal(patches[0]["patch_box"], [236, 191, 364, 319])
+    np.testing.assert_array_equal(patches[1]["patch_box"], [0, 384, 128, 512])  # shifted inside at the corner
+    np.testing.assert_array_equal(patches[1]["box"], data["boxes"][1])
+    for patch in patches:
+        x0, y0, x1, y1 = patch["patch_box"]
+        np.testing.assert_array_equal(patch["image"][0].numpy(), image[0, y0:y1, x0:x1].numpy())
+        assert patch["lesion_mask"].shape == (1, 128, 128)
+    again = BoxCenteredPatch(128)(image, data["boxes"])
+    np.testing.assert_array_equal(again[1].numpy(), patches[1]["image"].numpy())
+    with pytest.raises(ValueError, match="sick.png: 2 boxes but 1"):
+        BoxCenteredPatchd(keys="image")({**data, "box_labels": ["Nodule"]})
+    with pytest.raises(ValueError, match="sick.png: no boxes"):
+        BoxCenteredPatchd(keys="image")({**data, "boxes": []})
+
+
+def test_patch_lists_batch_with_monai_dataloader(phantom):
+    other = make_phantom(size=512, seed=4)
+    transform = Compose(
+        [
+            LungBoxesd(),
+            RandLungPatchd(keys="image", mask_key="lung_mask", num_samples=4),
+            CenterHoled(keys="image", fill_value=0.45),
+            DeleteItemsd(keys="lung_mask"),  # full-size arrays are shared by the patches; drop before batching
+        ]
+    )
+    dataset = Dataset([phantom_sample(phantom), phantom_sample(other, "phantom_00004.png")], transform=transform)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=list_data_collate)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (8, 1, 128, 128) and batch["masked"].shape == (8, 1, 128, 128)
+    assert batch["target"].shape == (8, 1, 64, 64) and batch["weight"].shape == (8, 1, 64, 64)
+    assert batch["hole_mask"].shape == (8, 1, 128, 128) and batch["patch_center"].shape == (8, 2)
+    assert batch["lung_boxes"].shape == (8, 2, 4)
+    assert torch.equal(batch["masked"][:, :, 32:96, 32:96], torch.full((8, 1, 64, 64), 0.45))
+    assert torch.equal(batch["target"], batch["image"][:, :, 32:96, 32:96])
+
+
+# ------------------------------------------------------------------------------------------------------ holes
+
+
+def test_border_weight_map_counts():
+    weights = border_weight_map(64, 4, 10.0)
+    assert weights.shape == (64, 64) and weights.dtype == torch.float32
+    assert int((weights == 10).sum()) == 64**2 - 56**2 and int((weights == 1).sum()) == 56**2
+    assert torch.all(weights[4:60, 4:60] == 1) and torch.all(weights[:4] == 10) and torch.all(weights[:, 60:] == 10)
+    assert int((border_weight_map(32, 2, 5.0) == 5).sum()) == 32**2 - 28**2
+    assert torch.all(border_weight_map(16, 0) == 1)
+    with pytest.raises(ValueError):
+        border_weight_map(8, 5)
+
+
+def test_center_hole_outputs_follow_the_data_contract():
+    patch = meta_image(np.random.default_rng(3).random((128, 128)), "p.png")
+    out = CenterHoled(keys="image", hole_size=64, fill_value=0.25)({"image": patch})
+    hole = (slice(None), slice(32, 96), slice(32, 96))
+    assert torch.equal(out["image"], patch)  # the patch itself is untouched
+    assert torch.all(out["masked"][hole] == 0.25)
+    outside = torch.ones(1, 128, 128, dtype=torch.bool)
+    outside[hole] = False
+    assert torch.equal(out["masked"][outside], patch[outside])
+    assert torch.equal(out["target"], patch[hole]) and out["target"].shape == (1, 64, 64)
+    assert out["weight"].shape == (1, 64, 64) and int((out["weight"] == 10).sum()) == 960
+    assert out["hole_mask"].shape == (1, 128, 128) and int(out["hole_mask"].sum()) == 64**2
+    assert torch.all(out["hole_mask"][hole] == 1)
+
+
+def test_context_mean_fill_uses_only_visible_pixels():
+    patch = torch.zeros(2, 128, 128)
+    patch[:, 32:96, 32:96] = 1.0  # bright centre must not leak into the fill
+    patch[1] += 0.5
+    masked = CenterHole(hole_size=64, fill_value="context_mean")(patch)
+    torch.testing.assert_close(masked[:, 64, 64], torch.tensor([0.0, 0.5]))
+    ring = torch.rand(1, 128, 128)
+    visible = torch.ones(128, 128, dtype=torch.bool)
+    visible[32:96, 32:96] = False
+    torch.testing.assert_close(CenterHole(64)(ring)[0, 50, 50], ring[0][visible].mean())
+
+
+def test_overlap_keeps_a_visible_frame_of_the_target():
+    patch = torch.rand(1, 128, 128)
+    out = CenterHoled(keys="image", hole_size=64, overlap=4, fill_value=0.0)({"image": patch})
+    assert int(out["hole_mask"].sum()) == 56**2 and torch.all(out["masked"][:, 36:92, 36:92] == 0)
+    assert torch.equal(out["masked"][:, 32:36, 32:96], patch[:, 32:36, 32:96])  # the band stays context
+    assert out["target"].shape == (1, 64, 64) and int((out["weight"] == 10).sum()) == 960
+
+
+def test_hole_sizes_are_general_and_checked():
+    out = CenterHoled(keys="image", hole_size=32, band=2, border_weight=3.0)({"image": torch.rand(1, 64, 64)})
+    assert out["target"].shape == (1, 32, 32) and int((out["weight"] == 3).sum()) == 32**2 - 28**2
+    with pytest.raises(ValueError, match="even margin"):
+        CenterHole(hole_size=63)(torch.rand(1, 128, 128))
+    with pytest.raises(ValueError, match="smaller than"):
+        CenterHole(hole_size=128)(torch.rand(1, 128, 128))
+    with pytest.raises(ValueError, match="fill_value"):
+        CenterHole(fill_value="mean")
+
+
+def test_whole_image_mode(phantom):
+    transform = whole_image_hole_transforms(keys="image", image_size=128, hole_size=64, fill_value="context_mean")
+    out = transform({"image": meta_image(phantom.image)})
+    assert out["image"].shape == (1, 128, 128) and out["masked"].shape == (1, 128, 128)
+    assert out["target"].shape == (1, 64, 64) and int(out["hole_mask"].sum()) == 64**2
+    assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
+    np.testing.assert_allclose(float(out["image"].mean()), phantom.image.mean(), atol=0.01)
