@@ -1,0 +1,293 @@
+"""Ignite trainer for the context encoder of seed 001 (Belli et al., Chest X-rays inpainting).
+
+One iteration, given a batch of masked patches, their 64 px centres and the border-weight maps:
+
+* **G step** (phases ``g_l2`` and ``joint``): ``fake = G(masked)``; the loss is the border-weighted L2
+  alone in ``g_l2`` and ``lambda_l2 * L2 + lambda_adv * BCE(D(fake), 1)`` in ``joint`` (§3.2.3).
+* **D step** (phases ``d_only`` and ``joint``): ``BCE(D(real centre), 1) + BCE(D(fake.detach()), 0)``.
+
+The epoch-wise schedule of §4.2 (G with L2 only, then D only, then both) and the iteration-wise balancing of
+§3.3 (update one network only every k iterations) live in :class:`GanSchedule`; both are functions of the
+engine's epoch/iteration counters, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from monai.engines import AdversarialTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import AdversarialKeys, CommonKeys
+from torch.optim import Optimizer
+
+from cxr_monai.losses import AdversarialBCELoss, ContextEncoderLoss, gan_diagnostics
+
+__all__ = ["GanPhase", "GanSchedule", "InpaintingBatch", "ContextEncoderTrainer"]
+
+
+class GanPhase(str, Enum):
+    G_L2 = "g_l2"  # generator trained with the reconstruction loss only
+    D_ONLY = "d_only"  # generator frozen, discriminator learns real vs inpainted
+    JOINT = "joint"  # both, generator with the joint loss
+
+
+@dataclass(frozen=True)
+class GanSchedule:
+    """Which network trains when.
+
+    Args:
+        g_l2_epochs: first epochs in which only G trains, with the L2 loss alone (paper: 2).
+        d_only_epochs: following epochs in which only D trains (paper: 4); joint training afterwards.
+        g_every: in the joint phase, update G only every ``g_every`` iterations (paper §4.1: 2, "freezing the
+            generator once every two iterations").
+        d_every: in the joint and D-only phases, update D only every ``d_every`` iterations.
+
+    Example::
+
+        >>> s = GanSchedule(g_l2_epochs=2, d_only_epochs=4, g_every=2)
+        >>> s.phase(epoch=1), s.phase(epoch=3), s.phase(epoch=7)
+        (<GanPhase.G_L2: 'g_l2'>, <GanPhase.D_ONLY: 'd_only'>, <GanPhase.JOINT: 'joint'>)
+        >>> s.updates(epoch=7, iteration=1), s.updates(epoch=7, iteration=2)
+        ((False, True), (True, True))
+    """
+
+    g_l2_epochs: int = 2
+    d_only_epochs: int = 4
+    g_every: int = 1
+    d_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.g_l2_epochs < 0 or self.d_only_epochs < 0:
+            raise ValueError(f"phase lengths must be >= 0, got {self.g_l2_epochs}, {self.d_only_epochs}")
+        if self.g_every < 1 or self.d_every < 1:
+            raise ValueError(f"g_every and d_every must be >= 1, got {self.g_every}, {self.d_every}")
+
+    def phase(self, epoch: int) -> GanPhase:
+        """Phase of a 1-based ``epoch``."""
+        if epoch <= self.g_l2_epochs:
+            return GanPhase.G_L2
+        if epoch <= self.g_l2_epochs + self.d_only_epochs:
+            return GanPhase.D_ONLY
+        return GanPhase.JOINT
+
+    def updates(self, epoch: int, iteration: int) -> tuple[bool, bool]:
+        """``(update_g, update_d)`` for a 1-based epoch and 1-based global iteration."""
+        phase = self.phase(epoch)
+        update_g = phase is GanPhase.G_L2 or (phase is GanPhase.JOINT and iteration % self.g_every == 0)
+        update_d = phase is not GanPhase.G_L2 and iteration % self.d_every == 0
+        return update_g, update_d
+
+
+class InpaintingBatch:
+    """``prepare_batch`` for inpainting: ``(masked, target, weight)`` on the device, or ``(masked, target)``
+    with ``weight_key=None`` (the form MONAI's ``SupervisedEvaluator`` expects).
+
+    Example::
+
+        >>> prepare = InpaintingBatch()
+        >>> masked, target, weight = prepare(batch, torch.device("cpu"))
+    """
+
+    def __init__(self, masked_key: str = "masked", target_key: str = "target", weight_key: str | None = "weight"):
+        self.masked_key = masked_key
+        self.target_key = target_key
+        self.weight_key = weight_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: torch.device | str | None = None,
+        non_blocking: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, ...]:
+        def to_device(key: str) -> torch.Tensor:
+            if key not in batchdata:
+                raise KeyError(f"batch has no '{key}' (keys: {sorted(batchdata)}); check the hole transform's keys")
+            tensor = torch.as_tensor(batchdata[key])
+            return tensor.to(device=device, non_blocking=non_blocking, memory_format=memory_format, **kwargs)
+
+        if self.weight_key is None:
+            return to_device(self.masked_key), to_device(self.target_key)
+        return to_device(self.masked_key), to_device(self.target_key), to_device(self.weight_key)
+
+
+class ContextEncoderTrainer(AdversarialTrainer):
+    """Adversarial trainer for a context encoder (seed 001 §3–4), on MONAI's :class:`AdversarialTrainer`.
+
+    MONAI's trainer gives the handlers, events, metrics and AMP plumbing; this class replaces its iteration
+    because the context encoder needs three things the parent does not do: D judges the *real centre*
+    (not G's input), the reconstruction loss takes a per-pixel border-weight map, and the phases/balancing of
+    :class:`GanSchedule` decide which network steps.
+
+    ``engine.state.output`` holds the tensors (``image`` = masked input, ``label`` = real centre, ``pred`` =
+    inpainted centre) and plain floats for logging: ``loss`` (G's objective, or D's loss in the D-only
+    phase), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value`` (V(G, D)), ``d_real`` (mean D(x)), ``d_fake``
+    (mean D(G(x))) and ``update_g``/``update_d``.
+    Values not computed in a phase are ``nan`` so curves show gaps instead of stale numbers.
+
+    Args:
+        g_loss_function: the joint generator loss (λ_L2 · border-weighted L2 + λ_adv · adversarial);
+            defaults to :class:`cxr_monai.losses.ContextEncoderLoss` with the paper's 0.998 / 0.002.
+        d_loss_function: :class:`cxr_monai.losses.AdversarialBCELoss` (BCE on logits).
+        schedule: the :class:`GanSchedule`.
+        channels_last: use channels-last memory format (effective on CUDA with AMP).
+        Other arguments as :class:`monai.engines.AdversarialTrainer`.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        g_network: torch.nn.Module,
+        g_optimizer: Optimizer,
+        d_network: torch.nn.Module,
+        d_optimizer: Optimizer,
+        g_loss_function: ContextEncoderLoss | None = None,
+        d_loss_function: AdversarialBCELoss | None = None,
+        schedule: GanSchedule | None = None,
+        epoch_length: int | None = None,
+        prepare_batch: Callable | None = None,
+        train_handlers: Sequence | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        amp: bool = False,
+        channels_last: bool = False,
+        non_blocking: bool = True,
+        optim_set_to_none: bool = True,
+        decollate: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        g_loss_function = g_loss_function or ContextEncoderLoss()
+        d_loss_function = d_loss_function or AdversarialBCELoss()
+        self.channels_last = channels_last
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            g_network=g_network,
+            g_optimizer=g_optimizer,
+            g_loss_function=g_loss_function,
+            recon_loss_function=g_loss_function.l2_loss,
+            d_network=d_network,
+            d_optimizer=d_optimizer,
+            d_loss_function=d_loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch or InpaintingBatch(),
+            train_handlers=train_handlers,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            amp=amp,
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            **kwargs,
+        )
+        self.schedule = schedule or GanSchedule()
+        # GradScaler is a no-op (enabled=False) without CUDA, so the same code path runs everywhere.
+        use_scaler = bool(self.amp) and torch.device(device).type == "cuda"
+        self.state.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.state.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        if self.channels_last:
+            g_network.to(memory_format=torch.channels_last)
+            d_network.to(memory_format=torch.channels_last)
+
+    def _complete_state_dict_user_keys(self) -> None:
+        # The engine's own state_dict stays counters only (iteration, epoch_length, max_epochs): networks,
+        # optimisers and scalers are checkpointed as separate objects, so checkpoints hold tensors and numbers
+        # only and load with torch.load(weights_only=True).
+        return
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp and torch.device(self.state.device).type == "cuda":
+            return torch.autocast("cuda", **self.amp_kwargs)
+        return contextlib.nullcontext()
+
+    def _iteration(self, engine: ContextEncoderTrainer, batchdata: Mapping[str, Any]) -> dict[str, Any]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        memory_format = torch.channels_last if engine.channels_last else torch.contiguous_format
+        masked, target, *rest = engine.prepare_batch(
+            batchdata, engine.state.device, engine.non_blocking, memory_format=memory_format, **engine.to_kwargs
+        )
+        weight = rest[0] if rest else None
+        state = engine.state
+        g_net, d_net = state.g_network, state.d_network
+        update_g, update_d = engine.schedule.updates(state.epoch, state.iteration)
+        phase = engine.schedule.phase(state.epoch)
+        nan = float("nan")
+        out: dict[str, Any] = {
+            CommonKeys.IMAGE: masked,
+            CommonKeys.LABEL: target,
+            "phase": phase.value,
+            "update_g": update_g,
+            "update_d": update_d,
+            "l2": nan,
+            "g_adv": nan,
+            "d_loss": nan,
+            "minimax_value": nan,
+            "d_real": nan,
+            "d_fake": nan,
+        }
+        state.output = out
+
+        # Both nets stay in train mode (batch statistics) as in Pathak's and the seed's code; a frozen net is
+        # simply not stepped.
+        g_net.train()
+        d_net.train()
+        if update_g:
+            g_net.zero_grad(set_to_none=engine.optim_set_to_none)
+            with engine._autocast():
+                fake = g_net(masked)
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                fake_logits_for_g = d_net(fake).float() if phase is GanPhase.JOINT else None
+                g_loss = state.g_loss_function(fake.float(), target.float(), fake_logits_for_g, weight)
+            state.g_scaler.scale(g_loss.total).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            state.g_scaler.step(state.g_optimizer)
+            state.g_scaler.update()
+            d_net.zero_grad(set_to_none=True)  # the joint G step also filled D's grads; they belong to no step
+            out["l2"] = g_loss.l2.item()
+            if fake_logits_for_g is not None:
+                out["g_adv"] = g_loss.adversarial.item()
+            out[CommonKeys.LOSS] = g_loss.total.item()
+        else:
+            with torch.no_grad(), engine._autocast():
+                fake = g_net(masked)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            out["l2"] = float(state.recon_loss_function(fake.float(), target.float(), weight).item())
+        fake = fake.detach()
+        out[CommonKeys.PRED] = fake
+        out[AdversarialKeys.FAKES] = fake
+        out[AdversarialKeys.REALS] = target
+
+        if update_d:
+            # One backward per forward (real, then inpainted), as in Pathak's code: BatchNorm sees unmixed
+            # batches, and DistributedDataParallel sees the forward/backward pairing it expects.
+            d_net.zero_grad(set_to_none=engine.optim_set_to_none)
+            adversarial = state.d_loss_function
+            with engine._autocast():
+                real_logits = d_net(target).float()
+                d_loss_real = adversarial(real_logits, True)
+            state.d_scaler.scale(d_loss_real).backward()
+            with engine._autocast():
+                fake_logits = d_net(fake).float()
+                d_loss_fake = adversarial(fake_logits, False)
+            state.d_scaler.scale(d_loss_fake).backward()
+            state.d_scaler.step(state.d_optimizer)
+            state.d_scaler.update()
+            d_loss = d_loss_real.detach() + d_loss_fake.detach()
+            out["d_loss"] = d_loss.item()
+            if not update_g:
+                out[CommonKeys.LOSS] = out["d_loss"]
+            out.update({k: v.item() for k, v in gan_diagnostics(real_logits, fake_logits).items()})
+        if CommonKeys.LOSS not in out:
+            out[CommonKeys.LOSS] = nan  # neither network stepped this iteration (balancing)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return out

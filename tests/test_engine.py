@@ -1,0 +1,153 @@
+"""Context-encoder trainer: schedule, one iteration per phase, checkpoint/resume, NaN guard."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Events
+
+from cxr_monai.engines import ContextEncoderTrainer, GanPhase, GanSchedule, NanGuard, ResumableCheckpoint
+from cxr_monai.engines.handlers import latest_checkpoint
+from cxr_monai.networks import ContextDiscriminator, ContextEncoder
+from cxr_monai.transforms import border_weight_map
+
+
+def _batches(n_batches: int, batch_size: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        patch = torch.rand(batch_size, 1, 128, 128, generator=g) * 2 - 1
+        masked = patch.clone()
+        masked[..., 32:96, 32:96] = 0.0
+        weight = torch.as_tensor(border_weight_map()).expand(batch_size, 1, 64, 64)
+        out.append({"masked": masked, "target": patch[..., 32:96, 32:96].clone(), "weight": weight})
+    return out
+
+
+def _trainer(data, max_epochs=3, schedule=None, handlers=None, lr=2e-4):
+    torch.manual_seed(0)
+    g = ContextEncoder(base_channels=8, bottleneck_channels=32)
+    d = ContextDiscriminator(base_channels=8)
+    return ContextEncoderTrainer(
+        device="cpu",
+        max_epochs=max_epochs,
+        train_data_loader=data,
+        g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999)),
+        d_network=d,
+        d_optimizer=torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999)),
+        schedule=schedule or GanSchedule(g_l2_epochs=1, d_only_epochs=1),
+        train_handlers=handlers,
+    )
+
+
+def test_schedule_phases_and_balancing():
+    s = GanSchedule(g_l2_epochs=2, d_only_epochs=4, g_every=2, d_every=1)
+    assert [s.phase(e) for e in (1, 2, 3, 6, 7, 90)] == [GanPhase.G_L2] * 2 + [GanPhase.D_ONLY] * 2 + [
+        GanPhase.JOINT
+    ] * 2
+    assert s.updates(1, 1) == (True, False)  # G-L2 phase: G only, every iteration
+    assert s.updates(3, 5) == (False, True)  # D-only phase
+    assert s.updates(7, 1) == (False, True) and s.updates(7, 2) == (True, True)  # G every 2nd iteration
+    with pytest.raises(ValueError, match="g_every"):
+        GanSchedule(g_every=0)
+
+
+def test_each_phase_updates_only_its_networks():
+    data = _batches(2)
+    trainer = _trainer(data, max_epochs=3)
+    g, d = trainer.state.g_network, trainer.state.d_network
+    snapshots = {}
+
+    def snapshot(engine):
+        snapshots[engine.state.epoch] = (
+            [p.detach().clone() for p in g.parameters()],
+            [p.detach().clone() for p in d.parameters()],
+            dict(engine.state.output),
+        )
+
+    g0 = [p.detach().clone() for p in g.parameters()]
+    d0 = [p.detach().clone() for p in d.parameters()]
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, snapshot)
+    trainer.run()
+
+    def changed(a, b):
+        return any(not torch.equal(x, y) for x, y in zip(a, b))
+
+    g1, d1, out1 = snapshots[1]
+    assert changed(g0, g1) and not changed(d0, d1)  # epoch 1: G with L2 only
+    assert math.isnan(out1["d_loss"]) and math.isnan(out1["g_adv"]) and math.isfinite(out1["l2"])
+    g2, d2, out2 = snapshots[2]
+    assert not changed(g1, g2) and changed(d1, d2)  # epoch 2: D only
+    assert math.isfinite(out2["d_loss"]) and 0.0 < out2["d_real"] < 1.0 and out2["minimax_value"] < 0
+    g3, d3, out3 = snapshots[3]
+    assert changed(g2, g3) and changed(d2, d3)  # epoch 3: joint
+    assert math.isfinite(out3["g_adv"])
+    assert out3["loss"] == pytest.approx(0.998 * out3["l2"] + 0.002 * out3["g_adv"], rel=1e-4)
+
+
+def test_l2_warmup_reduces_reconstruction_loss():
+    data = _batches(1, batch_size=8)
+    trainer = _trainer(data, max_epochs=30, schedule=GanSchedule(g_l2_epochs=30, d_only_epochs=0), lr=1e-3)
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["l2"]))
+    trainer.run()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_continues_to_the_same_iteration_count(tmp_path):
+    data = _batches(5)
+    trainer = _trainer(data, max_epochs=3)
+    ckpt = ResumableCheckpoint(
+        tmp_path / "ckpt",
+        {"generator": trainer.state.g_network, "discriminator": trainer.state.d_network,
+         "g_optimizer": trainer.state.g_optimizer, "d_optimizer": trainer.state.d_optimizer},
+        save_every=3,
+        model_path=tmp_path / "models" / "model.pt",
+        model_key="generator",
+    )
+    ckpt.attach(trainer)
+
+    def stop_at_7(engine):
+        if engine.state.iteration == 7:
+            engine.terminate()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, stop_at_7)
+    trainer.run()
+    assert latest_checkpoint(tmp_path / "ckpt").name == "checkpoint_6.pt"  # 3, 5 (epoch end), 6
+    saved = torch.load(latest_checkpoint(tmp_path / "ckpt"), weights_only=True)
+    assert saved["engine"]["iteration"] == 6
+
+    resumed = _trainer(data, max_epochs=3)
+    ckpt2 = ResumableCheckpoint(
+        tmp_path / "ckpt",
+        {"generator": resumed.state.g_network, "discriminator": resumed.state.d_network,
+         "g_optimizer": resumed.state.g_optimizer, "d_optimizer": resumed.state.d_optimizer},
+        save_every=3,
+    )
+    ckpt2.attach(resumed)
+    iterations = []
+    resumed.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    resumed.run()
+    assert ckpt2.resumed_from.name == "checkpoint_6.pt"
+    assert iterations == list(range(7, 16)) and resumed.state.epoch == 3
+    generator_weights = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert set(generator_weights) == set(resumed.state.g_network.state_dict())
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    data = _batches(4)
+    trainer = _trainer(data, max_epochs=1)
+    NanGuard(["l2", "loss"], checkpoint_dir=tmp_path).attach(trainer)
+    ResumableCheckpoint(tmp_path, {"generator": trainer.state.g_network}, save_every=1).attach(trainer)
+
+    def poison(engine):
+        if engine.state.iteration == 2:
+            data[2]["target"][:] = float("nan")
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, poison)
+    with pytest.raises(FloatingPointError, match=r"iteration 3 .*l2=nan.*checkpoint_2\.pt"):
+        trainer.run()
+    assert latest_checkpoint(tmp_path).name == "checkpoint_2.pt"
