@@ -1,4 +1,4 @@
-"""Command line entry point: ``python -m cxr_monai COMMAND ...``.
+"""cxr-monai: chest X-ray data, phantoms and the context-encoder main job (``python -m cxr_monai COMMAND``).
 
 Each command lives in the module that owns its logic; the module exposes ``add_arguments(parser)``
 and ``run(args) -> int``. This file only registers them, so adding a command touches one line here.
@@ -15,23 +15,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("cxr_monai.data.phantom", "generate synthetic chest radiographs with ground truth"),
     "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON from NIH label files or a folder"),
     "preview": ("cxr_monai.io.preview", "write an image as the chest X-ray reader sees it (8-bit PNG)"),
+    "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (to add its arguments), so ``--help`` and light
+    commands such as ``phantom`` do not pay for importing torch and MONAI."""
     parser = argparse.ArgumentParser(prog="python -m cxr_monai", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(_run=module.run)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return int(args._run(args) or 0)
 
 

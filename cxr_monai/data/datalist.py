@@ -45,7 +45,6 @@ from typing import Any, NamedTuple
 
 import jsonschema
 import numpy as np
-from monai.data import load_decathlon_datalist
 
 __all__ = [
     "DEFAULT_TEST_FRACTION",
@@ -817,6 +816,8 @@ def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike
     if not stored:  # load_decathlon_datalist indexes the first entry of "test"
         return []
     base = Path(path).parent if base_dir is None else Path(base_dir)
+    from monai.data import load_decathlon_datalist  # imported here: the CLI builders need no torch/monai
+
     entries = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=base)
     for entry, raw in zip(entries, stored):
         for name, value in raw.items():

@@ -1,0 +1,282 @@
+"""Phantom generator: determinism, file formats, NIH layouts, ground truth, anatomy and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pydicom
+import pytest
+from monai.data import load_decathlon_datalist
+from PIL import Image
+from scipy import ndimage
+
+from cxr_monai.cli import main as cli_main
+from cxr_monai.data.phantom import (
+    FINDINGS,
+    NIH_BBOX_HEADER,
+    NIH_DATA_ENTRY_HEADER,
+    generate_phantoms,
+    make_phantom,
+)
+from cxr_monai.io import read_cxr
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCHEMA = Path(__file__).resolve().parents[1] / "cxr_monai" / "schemas" / "datalist.schema.json"
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A small mixed set: every format and finding path exercised, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("phantom")
+    generate_phantoms(out, num_images=16, size=SIZE, seed=3, abnormal_fraction=0.5, dicom_fraction=0.5,
+                      monochrome1_fraction=0.5)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _datalist(root: Path) -> dict:
+    return json.loads((root / "datalist.json").read_text())
+
+
+def _entries(root: Path) -> list[dict]:
+    return [entry for key in ("training", "validation", "test", "test_unhealthy") for entry in _datalist(root)[key]]
+
+
+def _mask(path: Path) -> np.ndarray:
+    pixels = np.asarray(Image.open(path))
+    assert pixels.dtype == np.uint8 and set(np.unique(pixels)) <= {0, 255}, path
+    return pixels == 255
+
+
+def _raw_unit_image(path: Path) -> np.ndarray:
+    """Lungs-dark [0, 1] image decoded without the project's reader (Pillow / pydicom + inversion)."""
+    if path.suffix == ".png":
+        pixels = np.asarray(Image.open(path))
+        assert pixels.dtype == np.uint16
+        return pixels / 65535.0
+    ds = pydicom.dcmread(path)
+    unit = ds.pixel_array / float(2**ds.BitsStored - 1)
+    return 1.0 - unit if ds.PhotometricInterpretation == "MONOCHROME1" else unit
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
+    kwargs = dict(num_images=5, size=96, abnormal_fraction=0.4, dicom_fraction=0.4)
+    generate_phantoms(tmp_path / "a", seed=7, **kwargs)
+    generate_phantoms(tmp_path / "b", seed=7, **kwargs)
+    generate_phantoms(tmp_path / "c", seed=8, **kwargs)
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert any(name.endswith(".dcm") for name in a)
+    assert a == b
+    shared_images = [name for name in a if name.startswith("images/") and name in c]
+    assert shared_images and all(a[name] != c[name] for name in shared_images)
+    assert a["Data_Entry_2017.csv"] != c["Data_Entry_2017.csv"]
+
+
+def test_counts_fractions_and_layout(phantom_dir):
+    images = sorted((phantom_dir / "images").iterdir())
+    assert [p.name for p in images] == sorted(
+        f"phantom_{i:05d}{'.dcm' if p.suffix == '.dcm' else '.png'}" for i, p in enumerate(images))
+    assert len(images) == 16 and sum(p.suffix == ".dcm" for p in images) == 8
+    monochrome1 = [pydicom.dcmread(p, stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME1"
+                   for p in images if p.suffix == ".dcm"]
+    assert sum(monochrome1) == 4
+    document = _datalist(phantom_dir)
+    assert len(document["test_unhealthy"]) == 8
+    assert len(list((phantom_dir / "masks" / "lungs").iterdir())) == 16
+    assert len(list((phantom_dir / "masks" / "lesions").iterdir())) == 8
+    rows = list(csv.reader((phantom_dir / "Data_Entry_2017.csv").read_text().splitlines()[1:]))
+    assert [row[0] for row in rows] == [p.name for p in images]
+    abnormal = {row[0] for row in rows if row[1] != "No Finding"}
+    assert abnormal == {Path(entry["image"]).name for entry in document["test_unhealthy"]}
+    assert all(set(row[1].split("|")) <= set(FINDINGS) for row in rows if row[0] in abnormal)
+    follow_ups = defaultdict(list)
+    for row in rows:
+        follow_ups[row[3]].append(int(row[2]))
+    assert all(sorted(f) == list(range(len(f))) for f in follow_ups.values())
+    assert max(len(f) for f in follow_ups.values()) > 1  # some patients have follow-ups
+
+
+def test_summary_matches_files(tmp_path):
+    summary = generate_phantoms(tmp_path, num_images=10, size=96, seed=1, abnormal_fraction=0.3,
+                                dicom_fraction=0.3, monochrome1_fraction=1.0)
+    assert summary.num_images == 10 and summary.num_abnormal == 3
+    assert summary.num_dicom == summary.num_monochrome1 == 3
+    assert all((tmp_path / image).is_file() for image in summary.images)
+    assert sum(summary.splits.values()) == 10 and summary.splits["test_unhealthy"] == 3
+    assert summary.datalist.is_file() and summary.data_entry_csv.is_file() and summary.bbox_csv.is_file()
+    assert "10 phantoms of 96 px" in summary.format()
+
+
+def test_csv_headers_and_rows_follow_the_nih_files(phantom_dir):
+    data_entry = (phantom_dir / "Data_Entry_2017.csv").read_text().splitlines()
+    bbox = (phantom_dir / "BBox_List_2017.csv").read_text().splitlines()
+    assert data_entry[0] == NIH_DATA_ENTRY_HEADER and bbox[0] == NIH_BBOX_HEADER
+    assert all(len(line.split(",")) == 11 for line in data_entry[1:])
+    assert len(bbox) > 1 and all(len(line.split(",")) == 6 for line in bbox[1:])
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real NIH label files not found at {SHARED_DATA} (a user checkout has no shared/)")
+    with gzip.open(SHARED_DATA / "metadata" / "Data_Entry_2017_v2020.csv.gz", "rt") as f:
+        real_entry = [next(f).rstrip("\n"), next(f).rstrip("\n")]
+    with gzip.open(SHARED_DATA / "metadata" / "BBox_List_2017.csv.gz", "rt") as f:
+        real_bbox = [next(f).rstrip("\n"), next(f).rstrip("\n")]
+    assert data_entry[0] == real_entry[0] and bbox[0] == real_bbox[0]
+    assert len(data_entry[1].split(",")) == len(real_entry[1].split(","))
+    assert len(bbox[1].split(",")) == len(real_bbox[1].split(","))
+
+
+def test_datalist_schema_patient_split_and_paths(phantom_dir):
+    document = _datalist(phantom_dir)
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    for key in ("training", "validation", "test", "test_unhealthy"):
+        for entry in load_decathlon_datalist(phantom_dir / "datalist.json", data_list_key=key,
+                                             base_dir=phantom_dir):
+            for path_key in ("image", "lung_mask", "lesion_mask"):
+                assert path_key not in entry or Path(entry[path_key]).is_file()
+    patient_of = {row[0]: row[3] for row in csv.reader((phantom_dir / "Data_Entry_2017.csv").read_text()
+                                                      .splitlines()[1:])}
+    patients = {key: {patient_of[Path(e["image"]).name] for e in document[key]}
+                for key in ("training", "validation", "test", "test_unhealthy")}
+    assert not patients["training"] & patients["validation"]
+    assert not (patients["training"] | patients["validation"]) & (patients["test"] | patients["test_unhealthy"])
+    assert patients["training"]
+    assert all(e["label"] == 0 and "boxes" not in e for key in ("training", "validation", "test")
+               for e in document[key])
+    assert "PHANTOM" not in (phantom_dir / "datalist.json").read_text()  # no patient identifiers
+
+
+def test_lesions_lie_in_the_lungs_inside_their_boxes(phantom_dir):
+    for entry in _datalist(phantom_dir)["test_unhealthy"]:
+        lungs = _mask(phantom_dir / entry["lung_mask"])
+        lesions = _mask(phantom_dir / entry["lesion_mask"])
+        assert lesions.any() and not (lesions & ~lungs).any()
+        assert len(entry["boxes"]) == len(entry["box_labels"]) >= 1
+        assert sorted(set(entry["box_labels"])) == entry["findings"]
+        in_boxes = np.zeros_like(lesions)
+        for x0, y0, x1, y1 in entry["boxes"]:
+            assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
+            box = lesions[y0:y1, x0:x1]
+            # tight: lesion pixels on every edge of its box
+            assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+            assert lungs[y0:y1, x0:x1].mean() > 0.5, (entry["image"], [x0, y0, x1, y1])
+            in_boxes[y0:y1, x0:x1] = True
+        assert not (lesions & ~in_boxes).any()
+        for x0, y0, x1, y1 in entry["lung_boxes"]:
+            assert lungs[y0:y1, x0:x1].any()
+
+
+@pytest.mark.parametrize("finding", FINDINGS)
+def test_each_finding_changes_the_image_mostly_inside_its_mask(finding):
+    healthy = make_phantom(256, seed=11)
+    sick = make_phantom(256, seed=11, findings=(finding,))
+    assert sick.findings == [finding]
+    (lesion,) = sick.lesions
+    assert lesion.mask.sum() >= 12 and not (lesion.mask & ~sick.lung_mask).any()
+    # noise differs between the two renders; the lesion is a local change well above it
+    change = ndimage.uniform_filter(np.abs(sick.image - healthy.image), 5)
+    assert change[lesion.mask].mean() > 3 * change[~ndimage.binary_dilation(lesion.mask, iterations=12)].mean()
+
+
+def test_nodule_and_mass_sizes_at_1024():
+    radiograph = make_phantom(1024, seed=2, findings=("Nodule", "Mass"))
+    diameters = {lesion.finding: 2 * np.sqrt(lesion.mask.sum() / np.pi) for lesion in radiograph.lesions}
+    assert 13 <= diameters["Nodule"] <= 66
+    assert 60 <= diameters["Mass"] <= 170
+
+
+def test_dicom_headers(phantom_dir):
+    dicoms = sorted((phantom_dir / "images").glob("*.dcm"))
+    for path in dicoms:
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.1"  # CR Image Storage
+        assert ds.SOPClassUID == ds.file_meta.MediaStorageSOPClassUID
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert ds.Modality == "CR" and ds.BitsAllocated == 16 and ds.BitsStored in (12, 14)
+        assert ds.HighBit == ds.BitsStored - 1 and ds.PixelRepresentation == 0
+        assert ds.Rows == ds.Columns == SIZE and len(ds.PixelSpacing) == 2
+        assert float(ds.RescaleSlope) == 1 and float(ds.RescaleIntercept) == 0
+        assert "WindowCenter" in ds and "WindowWidth" in ds
+        assert str(ds.PatientName).startswith("PHANTOM^") and ds.PatientID.startswith("PHANTOM")
+        assert ds.pixel_array.max() < 2**ds.BitsStored
+    assert len({pydicom.dcmread(p).SOPInstanceUID for p in dicoms}) == len(dicoms)
+
+
+def test_lungs_darker_than_spine_and_mediastinum(phantom_dir):
+    for entry in _entries(phantom_dir):
+        for image in (_raw_unit_image(phantom_dir / entry["image"]), read_cxr(phantom_dir / entry["image"])[0]):
+            lungs = _mask(phantom_dir / entry["lung_mask"])
+            (left_x0, y0, left_x1, y1), (right_x0, _, right_x1, _) = entry["lung_boxes"]
+            assert left_x1 < right_x0
+            rows = slice(y0 + (y1 - y0) // 4, y0 + (y1 - y0) // 2)  # upper-mid chest, above the heart
+            middle = image[rows, left_x1 + 1:right_x0 - 1]  # mediastinum with the spine in it
+            assert image[lungs].mean() + 0.15 < middle.mean(), entry["image"]
+            assert np.median(image[lungs]) + 0.15 < np.percentile(middle, 90), entry["image"]
+
+
+def test_every_format_reads_as_the_same_picture(tmp_path):
+    kwargs = dict(num_images=4, size=SIZE, seed=5, abnormal_fraction=0.5)
+    generate_phantoms(tmp_path / "png", dicom_fraction=0.0, **kwargs)
+    generate_phantoms(tmp_path / "dcm", dicom_fraction=1.0, monochrome1_fraction=0.5, **kwargs)
+    photometric = set()
+    for index in range(4):
+        png, _ = read_cxr(tmp_path / "png" / "images" / f"phantom_{index:05d}.png")
+        dicom, meta = read_cxr(tmp_path / "dcm" / "images" / f"phantom_{index:05d}.dcm")
+        photometric.add(meta["photometric_interpretation"])
+        assert "PHANTOM" not in json.dumps({k: str(v) for k, v in meta.items()})
+        np.testing.assert_allclose(dicom, png, atol=1.0 / 4095 + 1e-6)
+    assert photometric == {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_small_images_still_get_lesions(tmp_path):
+    summary = generate_phantoms(tmp_path, num_images=4, size=64, seed=0, abnormal_fraction=1.0)
+    assert summary.num_abnormal == 4
+    for entry in _datalist(tmp_path)["test_unhealthy"]:
+        assert _mask(tmp_path / entry["lesion_mask"]).any() and entry["boxes"]
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="size"):
+        generate_phantoms(tmp_path / "a", num_images=2, size=32)
+    with pytest.raises(ValueError, match="dicom_fraction"):
+        generate_phantoms(tmp_path / "a", num_images=2, size=64, dicom_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown findings"):
+        make_phantom(64, findings=("Cardiomegaly",))
+    generate_phantoms(tmp_path / "b", num_images=1, size=64)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        generate_phantoms(tmp_path / "b", num_images=1, size=64)
+    (tmp_path / "b" / "notes.txt").write_text("keep me")
+    generate_phantoms(tmp_path / "b", num_images=1, size=64, dicom_fraction=1.0, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "b" / "images").iterdir()) == ["phantom_00000.dcm"]
+    assert (tmp_path / "b" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_writes_the_phantom_set(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "3", "--size", "64", "--seed", "2",
+                     "--abnormal-fraction", "0.34", "--dicom-fraction", "0.34", "--monochrome1-fraction", "1"]) == 0
+    assert "3 phantoms of 64 px" in capsys.readouterr().out
+    assert len(list((out / "images").glob("*.dcm"))) == 1 and len(_datalist(out)["test_unhealthy"]) == 1
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "3", "--size", "64"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["phantom", "--out", str(out), "--abnormal-fraction", "2"])
+
+
+def test_nih_datalist_builder_reads_the_phantom_csvs(phantom_dir, tmp_path):
+    from cxr_monai.data.datalist import build_nih_datalist
+
+    out = tmp_path / "nih.json"
+    build_nih_datalist(phantom_dir / "Data_Entry_2017.csv", phantom_dir / "BBox_List_2017.csv",
+                       phantom_dir / "images", out, base_dir=phantom_dir)
+    ours, theirs = _datalist(phantom_dir)["test_unhealthy"], json.loads(out.read_text())["test_unhealthy"]
+    assert {e["image"]: e["boxes"] for e in theirs} == {e["image"]: e["boxes"] for e in ours}
