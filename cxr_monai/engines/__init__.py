@@ -2,10 +2,58 @@
 
 from __future__ import annotations
 
+from cxr_monai.engines.evaluation import (
+    InpaintingEvaluation,
+    InpaintingReport,
+    PatchSet,
+    collect_patches,
+    evaluate_inpainting,
+    log_report_to_mlflow,
+    markdown_table,
+    write_report,
+)
+from cxr_monai.engines.inpainting import (
+    AnomalyHeatmap,
+    AnomalyHeatmapInferer,
+    InpaintingInference,
+    NoWindowError,
+    from_network_range,
+    inpaint_centres,
+    inpaint_patches,
+    lung_window_starts,
+    mask_patches,
+    to_network_range,
+)
 from cxr_monai.engines.context_encoder_trainer import ContextEncoderTrainer, GanPhase, GanSchedule, InpaintingBatch
-from cxr_monai.engines.handlers import ImageGridSaver, NanGuard, ResumableCheckpoint, atomic_torch_save
+from cxr_monai.engines.handlers import (
+    CONTEXT_ENCODER_SCALARS,
+    ImageGridSaver,
+    NanGuard,
+    ResumableCheckpoint,
+    atomic_torch_save,
+    finite_scalars,
+)
 
 __all__ = [
+    "AnomalyHeatmap",
+    "AnomalyHeatmapInferer",
+    "InpaintingEvaluation",
+    "InpaintingInference",
+    "InpaintingReport",
+    "NoWindowError",
+    "PatchSet",
+    "collect_patches",
+    "evaluate_inpainting",
+    "from_network_range",
+    "inpaint_centres",
+    "inpaint_patches",
+    "log_report_to_mlflow",
+    "lung_window_starts",
+    "markdown_table",
+    "mask_patches",
+    "to_network_range",
+    "write_report",
+    "CONTEXT_ENCODER_SCALARS",
     "ContextEncoderTrainer",
     "GanPhase",
     "GanSchedule",
@@ -14,4 +62,5 @@ __all__ = [
     "NanGuard",
     "ResumableCheckpoint",
     "atomic_torch_save",
+    "finite_scalars",
 ]

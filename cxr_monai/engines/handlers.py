@@ -94,25 +94,33 @@ class ResumableCheckpoint:
         self._checkpoint: Checkpoint | None = None
 
     def attach(self, engine: Engine) -> None:
-        for name in self.state_attributes:
-            if getattr(engine.state, name, None) is None:
-                raise AttributeError(f"ResumableCheckpoint: the engine's state has no '{name}' to save")
-            self.to_save[name] = getattr(engine.state, name)
-        objects = {"engine": engine, **self.to_save}
-        self._checkpoint = Checkpoint(
-            objects,
-            DiskSaver(str(self.save_dir), atomic=True, create_dir=True, require_empty=False),
-            filename_prefix="",
-            n_saved=self.n_saved,
-            global_step_transform=lambda eng, _: eng.state.iteration,
-        )
-        if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load_latest)
+        # Engine state attributes (e.g. AdversarialTrainer's g_network) may be set after the handlers are
+        # attached, so the checkpoint's objects are gathered when the run starts.
+        engine.add_event_handler(Events.STARTED, self._start)
         if self.save_every > 0:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self._save)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save)
         if self.model_path is not None:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_model)
+
+    def _objects(self, engine: Engine) -> dict[str, Any]:
+        for name in self.state_attributes:
+            if getattr(engine.state, name, None) is None:
+                raise AttributeError(f"ResumableCheckpoint: the engine's state has no '{name}' to save")
+            self.to_save[name] = getattr(engine.state, name)
+        return {"engine": engine, **self.to_save}
+
+    def _start(self, engine: Engine) -> None:
+        if self._checkpoint is None:
+            self._checkpoint = Checkpoint(
+                self._objects(engine),
+                DiskSaver(str(self.save_dir), atomic=True, create_dir=True, require_empty=False),
+                filename_prefix="",
+                n_saved=self.n_saved,
+                global_step_transform=lambda eng, _: eng.state.iteration,
+            )
+        if self.resume:
+            self.load_latest(engine)
 
     def _save(self, engine: Engine) -> None:
         last = self._checkpoint.last_checkpoint if self._checkpoint else None
@@ -133,7 +141,7 @@ class ResumableCheckpoint:
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects({"engine": engine, **self.to_save}, state)
+        Checkpoint.load_objects(self._objects(engine), state)
         # a resumed run may be asked to go further than the one that wrote the checkpoint
         engine.state.max_epochs = max(max_epochs or 0, engine.state.max_epochs or 0)
         self.resumed_from = path

@@ -143,11 +143,11 @@ class ContextEncoder(nn.Module):
         self.apply(dcgan_init)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        # written so TorchScript (bundle ckpt_export) can compile it
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.image_size or x.shape[3] != self.image_size:
             raise ValueError(
-                f"ContextEncoder expects a batch of shape (B, {', '.join(map(str, expected))}), "
-                f"got {tuple(x.shape)}."
+                f"ContextEncoder expects a batch of shape (B, {self.in_channels}, {self.image_size}, "
+                f"{self.image_size}), got {list(x.shape)}."
             )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

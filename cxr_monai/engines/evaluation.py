@@ -1,0 +1,454 @@
+"""Evaluation of a context encoder (seed 001 §4.3, Table 1): PSNR, MSE and SSIM of the inpainted centres on healthy
+and unhealthy patches, a per-patch anomaly score and its ROC AUC, written as JSON, CSV and markdown and logged to
+MLflow.
+
+The two test sets of the seed: *healthy* patches, random lung patches of healthy test images (seeded per image),
+and *unhealthy* patches, one centred on each annotated box of the abnormal test images. Metrics are those of
+:mod:`cxr_monai.metrics` (MONAI ``PSNRMetric``/``MSEMetric``/``SSIMMetric`` on the ``hole_size`` centre, MSE and PSNR
+on the 0-255 scale) and the AUROC is scikit-learn's, with unhealthy patches as positives.
+
+Python::
+
+    report = evaluate_inpainting(generator, healthy.patches, unhealthy.patches, device="cuda")
+    write_report(report, "runs/ce/eval")           # report.json, per_patch.csv, table.md
+    log_report_to_mlflow(report, "sqlite:////abs/runs/ce/mlruns.db", "context_encoder", run_name="evaluate")
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import path_to_uri
+
+from cxr_monai.engines.inpainting import Generator, inpaint_centres, iterate_images, output_stem, stack_patches
+from cxr_monai.metrics import PSNR_MAX_DB, anomaly_auroc, anomaly_score, reconstruction_metrics, summarize
+from cxr_monai.transforms import CONTEXT_MEAN, CenterHole
+
+__all__ = [
+    "HEALTHY",
+    "UNHEALTHY",
+    "InpaintingEvaluation",
+    "InpaintingReport",
+    "PatchSet",
+    "collect_patches",
+    "evaluate_inpainting",
+    "log_report_to_mlflow",
+    "markdown_table",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+HEALTHY, UNHEALTHY = "healthy", "unhealthy"
+_SETS = (HEALTHY, UNHEALTHY)
+_MEASURES = ("psnr", "mse", "ssim", "anomaly_score")
+_CSV_FIELDS = (
+    "set", "image", "patch", "patch_x_min", "patch_y_min", "patch_x_max", "patch_y_max",
+    "box_x_min", "box_y_min", "box_x_max", "box_y_max", "box_label", "psnr", "mse", "ssim", "anomaly_score",
+)
+
+
+@dataclass
+class PatchSet:
+    """The patches of one test set and where each comes from.
+
+    ``patches`` is ``(N, C, P, P)`` in [0, 1]. ``records[i]`` describes patch ``i``: ``image`` (output stem of its
+    radiograph), ``patch`` (index within that image), ``patch_box`` (``[x_min, y_min, x_max, y_max]`` in pixels of
+    the working-resolution image, or ``None``), ``box`` and ``box_label`` (the annotated box a patch is centred
+    on, or ``None``). ``skipped`` lists images left out, each with its reason.
+    """
+
+    patches: torch.Tensor
+    records: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.records) != len(self.patches):
+            raise ValueError(f"{len(self.records)} records for {len(self.patches)} patches.")
+
+    @classmethod
+    def from_tensor(cls, patches: torch.Tensor | PatchSet) -> PatchSet:
+        """Wrap bare patches (records numbered ``0..N-1``); a :class:`PatchSet` is returned unchanged."""
+        if isinstance(patches, PatchSet):
+            return patches
+        patches = torch.as_tensor(patches)
+        records = [{"image": "", "patch": i, "patch_box": None, "box": None, "box_label": None}
+                   for i in range(len(patches))]
+        return cls(patches, records)
+
+
+def _int_list(value: Any) -> list[int] | None:
+    return None if value is None else [int(v) for v in np.asarray(value).ravel()]
+
+
+def _float_list(value: Any) -> list[float] | None:
+    return None if value is None else [round(float(v), 2) for v in np.asarray(value).ravel()]
+
+
+def collect_patches(
+    datalist: Sequence[Mapping[str, Any]],
+    preprocessing: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    patch_transform: Callable[[Mapping[str, Any]], Any],
+    seed: int = 0,
+    max_images: int | None = None,
+    image_key: str = "image",
+    require_key: str | None = None,
+) -> PatchSet:
+    """Cut the patches of a datalist into a :class:`PatchSet` (each image decoded once, see
+    :func:`~cxr_monai.engines.inpainting.iterate_images`; a random patch transform is reseeded with ``seed + index``).
+
+    Entries without a non-empty ``require_key`` (e.g. ``"boxes"`` for box-centred patches of an abnormal image
+    that has labels but no box) are skipped: the log names the file, ``skipped`` its stem and the reason.
+
+    Example::
+
+        unhealthy = collect_patches(load_datalist(path, "test_unhealthy"), preprocessing,
+                                    BoxCenteredPatchd("image", box_key="boxes"), require_key="boxes")
+    """
+    entries, skipped = [], []
+    for entry in datalist:
+        if require_key is not None and not _has_items(entry.get(require_key)):
+            # the report (logged to MLflow) names the image by its stem only, the local log by its path
+            logger.warning("skipping %s: no '%s' to cut patches from", entry.get(image_key), require_key)
+            skipped.append(f"{output_stem(entry.get(image_key, '<no image>'))}: no '{require_key}' to cut patches from")
+            continue
+        entries.append(entry)
+    patches, records = [], []
+    for item in iterate_images(entries, preprocessing, patch_transform, seed, max_images, image_key):
+        if item.patches:
+            patches.append(stack_patches(item.patches, image_key))
+        for k, sample in enumerate(item.patches):
+            label = sample.get("box_label")
+            records.append({
+                "image": item.stem,
+                "patch": int(sample.get("box_index", k)),
+                "patch_box": _int_list(sample.get("patch_box")),
+                "box": _float_list(sample.get("box")),
+                "box_label": None if label is None else str(label),
+            })
+    stacked = torch.cat(patches) if patches else torch.zeros((0, 1, 0, 0))
+    return PatchSet(stacked, records, skipped)
+
+
+def _has_items(value: Any) -> bool:
+    return value is not None and len(value) > 0
+
+
+@dataclass
+class InpaintingReport:
+    """Scores of one evaluation: the seed's Table 1 plus anomaly scores and their AUROC.
+
+    ``per_patch`` has one row per patch (set, image, patch index, boxes, psnr, mse, ssim, anomaly_score);
+    ``summary[set]`` holds ``<measure>_mean`` / ``<measure>_std`` (population std) or ``None`` for an empty set;
+    ``auroc`` is ``None`` unless both sets have patches; ``notes`` says why something is missing.
+    """
+
+    per_patch: list[dict[str, Any]]
+    summary: dict[str, dict[str, float] | None]
+    counts: dict[str, int]
+    auroc: float | None
+    notes: list[str]
+    settings: dict[str, Any]
+
+    def metrics(self) -> dict[str, float]:
+        """Flat ``{name: value}`` for MLflow: ``healthy_psnr_mean``, ..., ``n_healthy``, ``anomaly_auroc``."""
+        flat: dict[str, float] = {}
+        for name in _SETS:
+            flat[f"n_{name}"] = float(self.counts[name])
+            for key, value in (self.summary[name] or {}).items():
+                flat[f"{name}_{key}"] = value
+        if self.auroc is not None:
+            flat["anomaly_auroc"] = self.auroc
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the per-patch rows, as written to ``report.json``."""
+        return {
+            "counts": self.counts,
+            HEALTHY: self.summary[HEALTHY],
+            UNHEALTHY: self.summary[UNHEALTHY],
+            "anomaly_auroc": self.auroc,
+            "notes": self.notes,
+            "settings": self.settings,
+        }
+
+
+def _centre(patches: torch.Tensor, hole_size: int) -> torch.Tensor:
+    row, col = CenterHole(hole_size).hole_start(patches.shape[-2:])
+    return patches[..., row : row + hole_size, col : col + hole_size]
+
+
+def evaluate_inpainting(
+    generator: Generator,
+    healthy_patches: torch.Tensor | PatchSet,
+    unhealthy_patches: torch.Tensor | PatchSet,
+    device: torch.device | str | None = None,
+    hole_size: int = 64,
+    fill_value: float | str = CONTEXT_MEAN,
+    overlap: int = 0,
+    batch_size: int = 64,
+    amp: bool = True,
+    ssim_kernel_type: str = "uniform",
+    ssim_win_size: int = 7,
+) -> InpaintingReport:
+    """Inpaint both patch sets and score the centres against the originals (seed 001 Table 1, plus AUROC).
+
+    Patches (``(N, C, P, P)`` in [0, 1], or :class:`PatchSet`\\ s that also say where each patch comes from) are
+    inpainted by :func:`~cxr_monai.engines.inpainting.inpaint_centres` with the training hole (``hole_size``,
+    ``fill_value``, ``overlap``). Per patch: PSNR (dB, 8-bit peak, clipped at 100 dB), MSE (0-255 scale) and SSIM
+    of the ``hole_size`` centre (:func:`cxr_monai.metrics.reconstruction_metrics`), and the anomaly score, mean
+    ``|original - inpainted|`` over the centre in [0, 1] units (:func:`cxr_monai.metrics.anomaly_score`). The
+    AUROC of the scores, unhealthy as positives, needs both sets; an empty set gives ``None`` and a note.
+
+    Example::
+
+        report = evaluate_inpainting(generator, healthy.patches, unhealthy.patches, device="cuda")
+        report.summary["healthy"]["psnr_mean"], report.auroc
+    """
+    sets = {HEALTHY: PatchSet.from_tensor(healthy_patches), UNHEALTHY: PatchSet.from_tensor(unhealthy_patches)}
+    if all(len(s.patches) == 0 for s in sets.values()):
+        raise ValueError("both patch sets are empty; there is nothing to evaluate.")
+    per_patch: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, float] | None] = {}
+    scores: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for name, patch_set in sets.items():
+        notes += [f"{name} set: skipped {reason}" for reason in patch_set.skipped]
+        if len(patch_set.patches) == 0:
+            summary[name], scores[name] = None, np.zeros(0)
+            notes.append(f"the {name} test set is empty: no {name} scores and no AUROC.")
+            continue
+        patches = torch.as_tensor(patch_set.patches).float()
+        predicted = inpaint_centres(generator, patches, hole_size, fill_value, overlap, batch_size, device, amp)
+        original = _centre(patches, hole_size)
+        values = reconstruction_metrics(predicted, original, 1.0, ssim_kernel_type, ssim_win_size)
+        values["anomaly_score"] = anomaly_score(predicted, original)
+        summary[name], scores[name] = summarize({m: values[m] for m in _MEASURES}), values["anomaly_score"]
+        for i, record in enumerate(patch_set.records):
+            per_patch.append({"set": name, **record, **{m: float(values[m][i]) for m in _MEASURES}})
+    auroc = None
+    if len(scores[HEALTHY]) and len(scores[UNHEALTHY]):
+        auroc = anomaly_auroc(scores[HEALTHY], scores[UNHEALTHY])
+    settings = {
+        "hole_size": hole_size,
+        "fill_value": fill_value,
+        "overlap": overlap,
+        "patch_size": int(next(s.patches.shape[-1] for s in sets.values() if len(s.patches))),
+        "psnr": f"dB, peak 255, clipped at {PSNR_MAX_DB:g} dB",
+        "mse": "0-255 scale",
+        "ssim": {"kernel_type": ssim_kernel_type, "win_size": ssim_win_size, "data_range": 1.0},
+        "anomaly_score": "mean |original - inpainted| over the centre, intensities in [0, 1]",
+        "std": "population (ddof=0)",
+        "auroc": "unhealthy patches positive, ranked by anomaly_score",
+    }
+    counts = {name: len(s.patches) for name, s in sets.items()}
+    return InpaintingReport(per_patch, summary, counts, auroc, notes, settings)
+
+
+def _cell(summary: Mapping[str, float] | None, measure: str, digits: int) -> str:
+    if summary is None:
+        return "—"
+    return f"{summary[f'{measure}_mean']:.{digits}f} ± {summary[f'{measure}_std']:.{digits}f}"
+
+
+def markdown_table(report: InpaintingReport) -> str:
+    """The seed's Table 1 layout (MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET) with the anomaly score, patch
+    counts and the AUROC below.
+
+    Example::
+
+        print(markdown_table(report))
+        # | MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET |
+        # | PSNR | 30.88 ± 3.61 | 27.06 ± 3.25 |  ...
+    """
+    healthy, unhealthy = report.summary[HEALTHY], report.summary[UNHEALTHY]
+    rows = [("PSNR", "psnr", 2), ("MSE", "mse", 2), ("SSIM", "ssim", 2), ("ANOMALY SCORE", "anomaly_score", 4)]
+    lines = ["| MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET |", "| --- | --- | --- |"]
+    lines += [f"| {title} | {_cell(healthy, key, d)} | {_cell(unhealthy, key, d)} |" for title, key, d in rows]
+    lines.append(f"| PATCHES | {report.counts[HEALTHY]} | {report.counts[UNHEALTHY]} |")
+    lines.append("")
+    if report.auroc is not None:
+        lines.append(f"Anomaly AUROC (unhealthy vs healthy patches, by anomaly score): **{report.auroc:.3f}**")
+    else:
+        lines.append("Anomaly AUROC: not computed (" + "; ".join(n for n in report.notes if "AUROC" in n) + ")")
+    lines += [
+        "",
+        f"Scores of the inpainted {report.settings['hole_size']} px centres, mean ± standard deviation over patches "
+        "(seed 001, Table 1): PSNR in dB and MSE on the 0-255 scale; SSIM with a "
+        f"{report.settings['ssim']['win_size']} px {report.settings['ssim']['kernel_type']} window; anomaly score = "
+        "mean |original - inpainted| over the centre, intensities in [0, 1].",
+    ]
+    lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {key: row.get(key, "") for key in ("set", "image", "patch", "box_label", *_MEASURES)}
+    out["box_label"] = out["box_label"] or ""
+    for prefix, key in (("patch", "patch_box"), ("box", "box")):
+        values = row.get(key) or [""] * 4
+        for name, value in zip(("x_min", "y_min", "x_max", "y_max"), values):
+            out[f"{prefix}_{name}"] = value
+    return out
+
+
+def write_report(report: InpaintingReport, output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``report.json``, ``per_patch.csv`` and ``table.md`` into ``output_dir``; returns ``{file name: path}``."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: output_dir / name for name in ("report.json", "per_patch.csv", "table.md")}
+    # allow_nan=False: a non-finite score is a bug upstream and must not become invalid JSON
+    paths["report.json"].write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    with open(paths["per_patch.csv"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(_csv_row(row) for row in report.per_patch)
+    paths["table.md"].write_text(markdown_table(report), encoding="utf-8")
+    return paths
+
+
+def _default_artifact_location(tracking_uri: str) -> str | None:
+    """``<folder of the database>/mlruns`` for a local SQLite store, as MONAI's ``MLFlowHandler`` does."""
+    if tracking_uri.startswith("sqlite:///"):
+        return path_to_uri(Path(tracking_uri[len("sqlite:///") :]).parent / "mlruns")
+    return None
+
+
+def log_report_to_mlflow(
+    report: InpaintingReport,
+    tracking_uri: str,
+    experiment_name: str = "context_encoder",
+    run_name: str | None = "evaluate",
+    run_id: str | None = None,
+    files: Mapping[str, str | os.PathLike] | None = None,
+    artifact_path: str = "evaluation",
+    prefix: str = "eval_",
+    artifact_location: str | None = None,
+) -> str:
+    """Log the report's metrics (``prefix`` + :meth:`InpaintingReport.metrics`) and its three files to MLflow.
+
+    With ``run_id`` the metrics go into that run (e.g. the training run); otherwise a new run ``run_name`` is
+    created in ``experiment_name`` (created if missing, artifacts under ``<db folder>/mlruns`` for a
+    ``sqlite:///`` store, as MONAI's handler does) and closed. ``files`` are the paths from :func:`write_report`;
+    when ``None`` the files are written to a temporary folder for the upload. The URI must be a database or server
+    URI (``sqlite:///...``): MLflow 3 refuses its file store. Returns the run id.
+
+    Example::
+
+        run_id = log_report_to_mlflow(report, "sqlite:////abs/runs/ce/mlruns.db", "context_encoder")
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        raise ValueError(f"tracking_uri {tracking_uri!r} is an MLflow file store, which MLflow 3 refuses; use "
+                         "sqlite:///<absolute path>/mlruns.db (monai.utils.path_to_sqlite_uri) or a server URI.")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    created = run_id is None
+    if created:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            location = artifact_location or _default_artifact_location(tracking_uri)
+            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(f"{prefix}{key}", float(value), timestamp, 0) for key, value in report.metrics().items()
+               if math.isfinite(value)]
+    client.log_batch(run_id, metrics=metrics)
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = files if files is not None else write_report(report, scratch)
+        for path in paths.values():
+            client.log_artifact(run_id, os.fspath(path), artifact_path)
+    if created:
+        client.set_terminated(run_id)
+    return run_id
+
+
+class InpaintingEvaluation:
+    """Runner of the bundle's ``evaluate.json``: build both test sets, score them, write and log the report.
+
+    Healthy patches: ``healthy_patch_transform`` (e.g. :class:`~cxr_monai.transforms.RandLungPatchd`, reseeded per
+    image with ``seed + index``) on the ``test`` images; unhealthy patches: ``unhealthy_patch_transform`` (e.g.
+    :class:`~cxr_monai.transforms.BoxCenteredPatchd`) on the ``test_unhealthy`` images that have ``boxes`` (others
+    are skipped with a logged reason). Both go through ``preprocessing`` first (load -> working resolution -> lung
+    boxes, with the lesion ``boxes`` scaled along); ``max_images`` limits each set to its first images. The report
+    goes to ``output_dir`` (:func:`write_report`) and, when ``tracking_uri`` is set, to MLflow
+    (:func:`log_report_to_mlflow`).
+
+    Example::
+
+        evaluation = InpaintingEvaluation(generator, load_datalist(path, "test"), load_datalist(path, "test_unhealthy"),
+                                          preprocessing, RandLungPatchd("image", num_samples=20),
+                                          BoxCenteredPatchd("image"), "runs/ce/eval")
+        report = evaluation.run()
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        healthy_datalist: Sequence[Mapping[str, Any]],
+        unhealthy_datalist: Sequence[Mapping[str, Any]],
+        preprocessing: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        healthy_patch_transform: Callable[[Mapping[str, Any]], Any],
+        unhealthy_patch_transform: Callable[[Mapping[str, Any]], Any],
+        output_dir: str | os.PathLike,
+        device: torch.device | str | None = None,
+        hole_size: int = 64,
+        fill_value: float | str = CONTEXT_MEAN,
+        overlap: int = 0,
+        batch_size: int = 64,
+        seed: int = 0,
+        max_images: int | None = None,
+        image_key: str = "image",
+        lesion_boxes_key: str = "boxes",
+        amp: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "context_encoder",
+        run_name: str | None = "evaluate",
+        run_id: str | None = None,
+    ) -> None:
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.generator = generator.to(self.device) if isinstance(generator, torch.nn.Module) else generator
+        self.healthy_datalist, self.unhealthy_datalist = healthy_datalist, unhealthy_datalist
+        self.preprocessing = preprocessing
+        self.healthy_patch_transform = healthy_patch_transform
+        self.unhealthy_patch_transform = unhealthy_patch_transform
+        self.output_dir = Path(output_dir)
+        self.hole_size, self.fill_value, self.overlap = hole_size, fill_value, overlap
+        self.batch_size, self.seed, self.max_images = batch_size, seed, max_images
+        self.image_key, self.lesion_boxes_key = image_key, lesion_boxes_key
+        self.amp = amp
+        self.tracking_uri, self.experiment_name = tracking_uri, experiment_name
+        self.run_name, self.run_id = run_name, run_id
+        self.files: dict[str, Path] = {}
+
+    def run(self) -> InpaintingReport:
+        """Build the patch sets, evaluate, write ``report.json``/``per_patch.csv``/``table.md``, log to MLflow."""
+        healthy = collect_patches(self.healthy_datalist, self.preprocessing, self.healthy_patch_transform,
+                                  self.seed, self.max_images, self.image_key)
+        unhealthy = collect_patches(self.unhealthy_datalist, self.preprocessing, self.unhealthy_patch_transform,
+                                    self.seed, self.max_images, self.image_key, require_key=self.lesion_boxes_key)
+        logger.info("evaluating %d healthy and %d unhealthy patches", len(healthy.patches), len(unhealthy.patches))
+        report = evaluate_inpainting(self.generator, healthy, unhealthy, self.device, self.hole_size, self.fill_value,
+                                     self.overlap, self.batch_size, self.amp)
+        self.files = write_report(report, self.output_dir)
+        logger.info("evaluation report in %s:\n%s", self.output_dir, markdown_table(report))
+        if self.tracking_uri:
+            run_id = log_report_to_mlflow(report, self.tracking_uri, self.experiment_name, self.run_name, self.run_id,
+                                          self.files)
+            logger.info("evaluation logged to MLflow run %s (%s)", run_id, self.tracking_uri)
+        return report

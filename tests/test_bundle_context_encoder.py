@@ -1,0 +1,165 @@
+"""The context-encoder bundle end to end, through ``python -m monai.bundle`` as a user runs it.
+
+Phantoms at 256 px, the ``small`` override and a few iterations per epoch keep each run to seconds; the
+checks are on what a user gets: checkpoints, ``models/model.pt``, PNGs, the evaluation table and the MLflow
+store, plus the bundle conventions (metadata schema, net in/out, TorchScript export), a SIGKILL mid-epoch
+and resume, and two processes under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from cxr_monai.data import generate_phantoms
+from cxr_monai.engines.handlers import latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "context_encoder"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO / "cxr_monai" / "schemas" / "bundle_metadata.schema.json"
+
+pytestmark = pytest.mark.slow
+
+# A run of 3 epochs (G-L2, D-only, joint) of 4 iterations each.
+SHORT_RUN = {"working_size": 256, "max_epochs": 3, "g_l2_epochs": 1, "d_only_epochs": 1, "epoch_length": 4,
+             "patches_per_image": 8, "val_patches_per_image": 2}
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(out, num_images=16, size=256, seed=5, abnormal_fraction=0.3)
+    return out
+
+
+def _command(configs: list[str], output_dir: Path, data_dir: Path, tracking: bool = False, **overrides) -> list[str]:
+    files = json.dumps([str(CONFIGS / name) for name in configs])
+    command = ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", str(CONFIGS / "metadata.json"),
+               "--logging_file", str(CONFIGS / "logging.conf"), "--bundle_root", str(BUNDLE),
+               "--dataset_dir", str(data_dir), "--datalist", str(data_dir / "datalist.json"),
+               "--output_dir", str(output_dir)]
+    if tracking:
+        command += ["--tracking", str(CONFIGS / "mlflow.json")]
+    for key, value in overrides.items():
+        command += [f"--{key}", json.dumps(value)]
+    return command
+
+
+def _run(args: list[str], log: Path, launcher: list[str] | None = None, timeout: int = 600) -> None:
+    launcher = launcher or [sys.executable]
+    with open(log, "w") as handle:
+        result = subprocess.run(launcher + args, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args[:4])} failed:\n" + "\n".join(log.read_text().splitlines()[-40:])
+
+
+def _runs(output_dir: Path) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{output_dir / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("context_encoder")
+    return client, client.search_runs(experiment.experiment_id)
+
+
+def test_metadata_matches_the_vendored_schema():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))  # raises on a mismatch
+
+
+def test_network_in_out_shapes_match_metadata():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="generator_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "small.json")],
+                      bundle_root=str(BUNDLE), device="cpu")
+
+
+def test_train_infer_evaluate_and_export(phantoms, tmp_path):
+    out = tmp_path / "run"
+    _run(_command(["train.json", "small.json"], out, phantoms, tracking=True, **SHORT_RUN), tmp_path / "train.log")
+    assert latest_checkpoint(out / "checkpoints").name == "checkpoint_12.pt"
+    weights = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert "decoder.4.conv.bias" in weights or any(k.startswith("decoder.") for k in weights)
+    assert sorted(p.name for p in (out / "grids").glob("*.png")) == [f"grid_epoch000{e}.png" for e in (1, 2, 3)]
+
+    client, runs = _runs(out)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    for key in ("l2", "loss", "d_loss", "g_adv", "minimax_value", "d_real", "d_fake", "val_psnr", "val_ssim"):
+        assert key in run.data.metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "l2")) == 12
+    assert run.data.params["lambda_l2"] == "0.998" and run.data.params["patch_size"] == "128"
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "grid_epoch0003.png" in artifacts and any(a.startswith("config_") for a in artifacts)
+
+    _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
+                  infer_max_images=2), tmp_path / "infer.log")
+    index = (out / "inference" / "index.csv").read_text().splitlines()
+    assert any(",heatmap," in row or "heatmap" in row for row in index[1:])
+    assert list((out / "inference" / "heatmaps").glob("*_overlay.png"))
+    assert list((out / "inference" / "patches").glob("*_diff.png"))
+
+    _run(_command(["train.json", "small.json", "evaluate.json"], out, phantoms, tracking=True, working_size=256,
+                  eval_patches_per_image=2), tmp_path / "evaluate.log")
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    assert report["counts"]["healthy"] > 0 and report["counts"]["unhealthy"] > 0
+    assert "| PSNR |" in (out / "evaluation" / "table.md").read_text()
+    client, runs = _runs(out)
+    evaluate_runs = [r for r in runs if r.info.run_name == "evaluate"]
+    assert len(evaluate_runs) == 1 and any(k.startswith("healthy") for k in evaluate_runs[0].data.metrics)
+
+    exported = tmp_path / "model.ts"
+    _run(["-m", "monai.bundle", "ckpt_export", "--net_id", "generator_def", "--filepath", str(exported),
+          "--ckpt_file", str(out / "models" / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"),
+          "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "small.json")]),
+          "--bundle_root", str(BUNDLE)], tmp_path / "export.log")
+    scripted = torch.jit.load(str(exported))
+    assert scripted(torch.zeros(2, 1, 128, 128)).shape == (2, 1, 64, 64)
+
+
+def test_sigkill_mid_epoch_then_resume_finishes_the_same_iterations(phantoms, tmp_path):
+    out = tmp_path / "run"
+    settings = {**SHORT_RUN, "epoch_length": 6, "checkpoint_every": 2}
+    command = [sys.executable] + _command(["train.json", "small.json"], out, phantoms, tracking=True, **settings)
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(out / "checkpoints") is None and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = int(latest_checkpoint(out / "checkpoints").stem.split("_")[1])
+    assert 0 < killed_at < 18
+
+    _run(_command(["train.json", "small.json"], out, phantoms, tracking=True, **settings), tmp_path / "resumed.log")
+    log = (tmp_path / "resumed.log").read_text()
+    assert f"checkpoint_{killed_at}.pt at iteration {killed_at}" in log
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
+    assert final["engine"]["iteration"] == 18 and final["engine"]["max_epochs"] == 3
+    client, runs = _runs(out)
+    assert len(runs) == 1  # the resumed process continued the killed one's MLflow run
+    assert len(client.get_metric_history(runs[0].info.run_id, "l2")) >= 18
+
+
+def test_torchrun_two_processes_one_mlflow_run(phantoms, tmp_path):
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    args = _command(["train.json", "small.json", "multi_gpu_train.json"], out, phantoms, tracking=True,
+                    **{**SHORT_RUN, "epoch_length": 2})
+    _run(args[1:] if args[0] == "-m" else args, tmp_path / "ddp.log", launcher=torchrun + ["-m"])
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
+    assert final["engine"]["iteration"] == 6
+    assert not any(k.startswith("module.") for k in final["g_network"])  # DDP unwrapped in checkpoints
+    client, runs = _runs(out)
+    assert len(runs) == 1 and "d_loss" in runs[0].data.metrics
+    assert (tmp_path / "ddp.log").read_text().count("Engine run finished") >= 2  # both ranks trained

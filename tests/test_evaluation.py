@@ -1,0 +1,212 @@
+"""Context-encoder evaluation: Table 1 metrics, anomaly AUROC, report files, MLflow logging, the bundle runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose
+
+from cxr_monai.data.datalist import load_datalist
+from cxr_monai.data.phantom import generate_phantoms
+from cxr_monai.engines.evaluation import (
+    InpaintingEvaluation,
+    PatchSet,
+    evaluate_inpainting,
+    log_report_to_mlflow,
+    markdown_table,
+    write_report,
+)
+from cxr_monai.engines.inpainting import to_network_range
+from cxr_monai.io import LoadCXRImaged
+from cxr_monai.networks import ContextEncoder
+from cxr_monai.transforms import BoxCenteredPatchd, LungBoxesd, RandLungPatchd, ResizeToWorkingResolutiond
+
+
+class OracleGenerator(torch.nn.Module):
+    """Returns the true centres of ``patches`` in network range, batch after batch, in order."""
+
+    def __init__(self, patches: torch.Tensor) -> None:
+        super().__init__()
+        self.centres = to_network_range(patches[..., 32:96, 32:96])
+        self.position = 0
+
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        out = self.centres[self.position : self.position + len(masked)]
+        self.position += len(masked)
+        return out.to(masked.device)
+
+
+class GreyGenerator(torch.nn.Module):
+    """Predicts mid grey (0 in network range, 0.5 in [0, 1]) everywhere."""
+
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        return masked.new_zeros((masked.shape[0], masked.shape[1], 64, 64))
+
+
+def patches_around(level: float, n: int, spread: float = 0.05, seed: int = 0) -> torch.Tensor:
+    noise = torch.rand(n, 1, 128, 128, generator=torch.Generator().manual_seed(seed)) - 0.5
+    return (level + spread * noise).clamp(0, 1)
+
+
+def test_oracle_generator_scores_perfectly():
+    healthy, unhealthy = patches_around(0.4, 5, seed=1), patches_around(0.6, 3, seed=2)
+    report = evaluate_inpainting(OracleGenerator(torch.cat([healthy, unhealthy])), healthy, unhealthy, "cpu",
+                                 batch_size=2)
+    for name in ("healthy", "unhealthy"):
+        summary = report.summary[name]
+        assert summary["mse_mean"] == pytest.approx(0.0, abs=1e-6)
+        assert summary["ssim_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert summary["psnr_mean"] == pytest.approx(100.0, abs=1e-3)  # identical -> clipped at 100 dB
+        assert summary["anomaly_score_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert report.counts == {"healthy": 5, "unhealthy": 3} and len(report.per_patch) == 8
+
+
+def test_grey_generator_gives_the_expected_mse_and_score():
+    healthy, unhealthy = patches_around(0.3, 4, seed=3), patches_around(0.55, 2, seed=4)
+    report = evaluate_inpainting(GreyGenerator(), healthy, unhealthy, "cpu")
+    for name, patches in (("healthy", healthy), ("unhealthy", unhealthy)):
+        centre = patches[..., 32:96, 32:96].double().numpy()
+        mse = ((255 * (centre - 0.5)) ** 2).mean(axis=(1, 2, 3))
+        score = np.abs(centre - 0.5).mean(axis=(1, 2, 3))
+        rows = [row for row in report.per_patch if row["set"] == name]
+        np.testing.assert_allclose([row["mse"] for row in rows], mse, rtol=1e-5)
+        np.testing.assert_allclose([row["anomaly_score"] for row in rows], score, rtol=1e-5)
+        np.testing.assert_allclose([row["psnr"] for row in rows], 10 * np.log10(255**2 / mse), rtol=1e-5)
+        assert report.summary[name]["mse_mean"] == pytest.approx(mse.mean(), rel=1e-5)
+        assert report.summary[name]["mse_std"] == pytest.approx(mse.std(), rel=1e-4)
+    # healthy centres are 0.2 from grey, unhealthy 0.05: every unhealthy score is lower
+    assert report.auroc == pytest.approx(0.0)
+
+
+def test_separable_scores_give_auroc_one_and_report_files(tmp_path):
+    healthy, unhealthy = patches_around(0.5, 6, seed=5), patches_around(0.9, 4, seed=6)
+    records = [{"image": "p1", "patch": i, "patch_box": [i, 0, i + 128, 128], "box": [10.0, 20.0, 30.0, 40.0],
+                "box_label": "Nodule"} for i in range(4)]
+    report = evaluate_inpainting(GreyGenerator(), healthy, PatchSet(unhealthy, records), "cpu")
+    assert report.auroc == pytest.approx(1.0)
+    paths = write_report(report, tmp_path / "eval")
+
+    document = json.loads(paths["report.json"].read_text())
+    assert document["counts"] == {"healthy": 6, "unhealthy": 4} and document["anomaly_auroc"] == pytest.approx(1.0)
+    assert set(document["healthy"]) == {f"{m}_{s}" for m in ("psnr", "mse", "ssim", "anomaly_score")
+                                        for s in ("mean", "std")}
+
+    rows = list(csv.DictReader(open(paths["per_patch.csv"], newline="")))
+    assert len(rows) == 10 and {"image", "patch", "set", "psnr", "mse", "ssim", "anomaly_score"} <= set(rows[0])
+    lesion = [row for row in rows if row["set"] == "unhealthy"][2]
+    assert (lesion["image"], lesion["patch"], lesion["patch_x_min"], lesion["box_label"]) == ("p1", "2", "2", "Nodule")
+    assert float(lesion["mse"]) == pytest.approx(report.per_patch[8]["mse"])
+
+    table = paths["table.md"].read_text()
+    lines = table.splitlines()
+    assert lines[0] == "| MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET |"
+    assert [line.split("|")[1].strip() for line in lines[2:5]] == ["PSNR", "MSE", "SSIM"]  # the seed's rows
+    psnr = report.summary["healthy"]
+    assert f"| PSNR | {psnr['psnr_mean']:.2f} ± {psnr['psnr_std']:.2f} |" in table
+    assert "| PATCHES | 6 | 4 |" in table and "AUROC" in table and "1.000" in table
+
+
+def test_empty_unhealthy_set_is_reported_not_fatal(tmp_path):
+    report = evaluate_inpainting(GreyGenerator(), patches_around(0.5, 3), torch.zeros(0, 1, 128, 128), "cpu")
+    assert report.auroc is None and report.summary["unhealthy"] is None and report.counts["unhealthy"] == 0
+    assert any("unhealthy test set is empty" in note for note in report.notes)
+    assert "anomaly_auroc" not in report.metrics() and report.metrics()["n_unhealthy"] == 0
+    table = markdown_table(report)
+    psnr_row = next(line for line in table.splitlines() if line.startswith("| PSNR |"))
+    assert psnr_row.endswith("| — |") and "| PATCHES | 3 | 0 |" in table and "not computed" in table
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["report.json"].read_text())["anomaly_auroc"] is None
+    with pytest.raises(ValueError, match="both patch sets are empty"):
+        evaluate_inpainting(GreyGenerator(), torch.zeros(0, 1, 128, 128), torch.zeros(0, 1, 128, 128), "cpu")
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """One SQLite store for the module: creating its tables takes MLflow several seconds."""
+    return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'mlruns.db').as_posix()}"
+
+
+def test_log_report_to_mlflow_sqlite(tmp_path, tracking_uri):
+    from mlflow import MlflowClient
+
+    report = evaluate_inpainting(GreyGenerator(), patches_around(0.5, 3, seed=7), patches_around(0.8, 2, seed=8),
+                                 "cpu")
+    files = write_report(report, tmp_path / "eval")
+    uri = tracking_uri
+    run_id = log_report_to_mlflow(report, uri, "ce_test", run_name="evaluate", files=files)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "evaluate"
+    assert run.data.metrics["eval_anomaly_auroc"] == pytest.approx(report.auroc)
+    assert run.data.metrics["eval_healthy_psnr_mean"] == pytest.approx(report.summary["healthy"]["psnr_mean"])
+    assert run.data.metrics["eval_n_unhealthy"] == 2
+    artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation")}
+    assert artifacts == {"evaluation/report.json", "evaluation/per_patch.csv", "evaluation/table.md"}
+    database_dir = Path(uri[len("sqlite:///"):]).parent
+    assert (database_dir / "mlruns").is_dir()  # artifacts next to the database, not in the working directory
+    # into an existing run, e.g. the training run
+    existing = client.create_run(run.info.experiment_id, run_name="train").info.run_id
+    assert log_report_to_mlflow(report, uri, run_id=existing) == existing
+    assert client.get_run(existing).data.metrics["eval_healthy_mse_mean"] == pytest.approx(
+        report.summary["healthy"]["mse_mean"])
+    with pytest.raises(ValueError, match="file store"):
+        log_report_to_mlflow(report, str(tmp_path / "mlruns"))
+
+
+@pytest.fixture(scope="module")
+def phantom_datalist(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    generate_phantoms(root, num_images=4, size=256, seed=3, abnormal_fraction=0.5)  # 2 healthy test, 2 abnormal
+    return root / "datalist.json"
+
+
+def preprocessing() -> Compose:
+    return Compose([
+        LoadCXRImaged(keys=["image", "lung_mask"], ensure_channel_first=True, allow_missing_keys=True),
+        ResizeToWorkingResolutiond(keys=["image", "lung_mask"], mode=["bilinear", "nearest-exact"],
+                                   box_keys=["boxes", "lung_boxes"], longest_side=256, allow_missing_keys=True),
+        LungBoxesd(),
+    ])
+
+
+def test_evaluation_runner_on_phantoms(phantom_datalist, tmp_path, tracking_uri):
+    from mlflow import MlflowClient
+
+    healthy = load_datalist(phantom_datalist, "test")
+    unhealthy = load_datalist(phantom_datalist, "test_unhealthy")
+    no_boxes = {key: value for key, value in unhealthy[0].items() if key not in ("boxes", "box_labels")}
+    n_boxes = sum(len(entry["boxes"]) for entry in unhealthy)
+    torch.manual_seed(0)
+    generator = ContextEncoder(base_channels=8, bottleneck_channels=16)
+
+    def run(output_dir):
+        return InpaintingEvaluation(
+            generator, healthy, [*unhealthy, no_boxes], preprocessing(),
+            RandLungPatchd(keys="image", box_key="lung_boxes", num_samples=4),
+            BoxCenteredPatchd(keys="image", box_key="boxes"), output_dir, device="cpu", seed=3,
+            tracking_uri=tracking_uri, experiment_name="ce_phantom",
+        ).run()
+
+    report = run(tmp_path / "a")
+    assert len(healthy) == 2 and n_boxes == 3
+    assert report.counts == {"healthy": 4 * len(healthy), "unhealthy": n_boxes}
+    assert report.auroc is not None and 0.0 <= report.auroc <= 1.0
+    stem = Path(no_boxes["image"]).stem
+    assert any(f"{stem}: no 'boxes'" in note for note in report.notes)
+    assert not any(str(phantom_datalist.parent) in note for note in report.notes)  # stems only, no folders
+    rows = list(csv.DictReader(open(tmp_path / "a" / "per_patch.csv", newline="")))
+    lesion_rows = [row for row in rows if row["set"] == "unhealthy"]
+    assert all(row["box_label"] and row["box_x_min"] and row["patch_x_min"] for row in lesion_rows)
+    assert {row["image"] for row in rows if row["set"] == "healthy"} == {
+        entry["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0] for entry in healthy}
+    # seeded: the same patches and scores again
+    run(tmp_path / "b")
+    assert (tmp_path / "a" / "per_patch.csv").read_text() == (tmp_path / "b" / "per_patch.csv").read_text()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("ce_phantom").experiment_id])
+    assert len(runs) == 2 and all(r.data.metrics["eval_n_unhealthy"] == 3 for r in runs)
