@@ -38,7 +38,7 @@ SHORT_RUN = {"working_size": 256, "max_epochs": 3, "g_l2_epochs": 1, "d_only_epo
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantoms")
-    generate_phantoms(out, num_images=16, size=256, seed=5, abnormal_fraction=0.3)
+    generate_phantoms(out, num_images=24, size=256, seed=0, abnormal_fraction=0.3)
     return out
 
 

@@ -557,3 +557,12 @@ def test_cli_folder_prints_counts(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "training               3" in printed and "validation             1" in printed
     assert "4 of 4 images have a lung mask" in printed
+
+
+def test_load_datalist_min_entries_names_file_and_split(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": [{"image": "a.png"}], "validation": []}))
+    assert load_datalist(path, "validation") == []
+    with pytest.raises(DatalistError, match=r"list\.json: the 'validation' list has 0 entries; this run needs at least 1"):
+        load_datalist(path, "validation", min_entries=1)
+    assert len(load_datalist(path, "training", min_entries=1)) == 1

@@ -795,8 +795,13 @@ def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
     return document
 
 
-def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
+def load_datalist(
+    path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None, min_entries: int = 0
+) -> list[dict]:
     """Validate a datalist file (:func:`validate_datalist`) and return the entries under ``key`` (a split).
+
+    ``min_entries`` makes a split that a run cannot do without (e.g. ``training``) an error at load time,
+    naming the file and the split, instead of a failure deep inside the run.
 
     Reads with ``monai.data.load_decathlon_datalist``; ``image``, ``lung_mask`` and ``lesion_mask`` are
     joined with ``base_dir`` (default: the datalist's folder), every other key is returned as stored (MONAI
@@ -813,6 +818,8 @@ def load_datalist(path: str | os.PathLike, key: str, base_dir: str | os.PathLike
         present = ", ".join(k for k in SPLIT_KEYS if k in document)
         raise DatalistError(f"{path}: no '{key}' list (has: {present})")
     stored = document[key]
+    if len(stored) < min_entries:
+        raise DatalistError(f"{path}: the '{key}' list has {len(stored)} entries; this run needs at least {min_entries}")
     if not stored:  # load_decathlon_datalist indexes the first entry of "test"
         return []
     base = Path(path).parent if base_dir is None else Path(base_dir)

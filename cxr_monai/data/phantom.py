@@ -60,6 +60,8 @@ from pydicom.uid import (PYDICOM_IMPLEMENTATION_UID, ComputedRadiographyImageSto
                          generate_uid)
 from scipy import ndimage
 
+from cxr_monai.data.datalist import split_groups
+
 __all__ = [
     "FINDINGS",
     "NIH_BBOX_HEADER",
@@ -1238,27 +1240,6 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-def _split_patients(healthy_by_patient: dict[int, int], test_patients: set[int], seed: int) -> dict[int, str]:
-    """Patients to training/validation/test; ``test_patients`` go to test, the others by image fractions.
-
-    At least one free patient is kept for training whenever there is one.
-    """
-    total = sum(healthy_by_patient.values())
-    targets = {key: math.ceil(fraction * total) for key, fraction in _SPLIT_FRACTIONS.items()}
-    split = {patient: "test" for patient in healthy_by_patient if patient in test_patients}
-    counts = {"validation": 0, "test": sum(healthy_by_patient[p] for p in split)}
-    free = sorted(patient for patient in healthy_by_patient if patient not in split)
-    order = [free[i] for i in _rng(seed, 3).permutation(len(free))]
-    for position, patient in enumerate(order):
-        last = position == len(order) - 1
-        key = next((k for k in ("test", "validation") if counts[k] < targets[k]), "training")
-        if last and "training" not in split.values():
-            key = "training"
-        split[patient] = key
-        counts[key] = counts.get(key, 0) + healthy_by_patient[patient]
-    return split
-
-
 def _datalist_json(document: dict) -> str:
     """JSON with one datalist entry per line: readable, and diffs stay small."""
     parts = []
@@ -1373,7 +1354,14 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
 def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], size: int, seed: int) -> dict:
     abnormal_patients = {plan.patient for plan in plans if entries[plan.index]["label"]}
     healthy_by_patient = Counter(plan.patient for plan in plans if not entries[plan.index]["label"])
-    split_of = _split_patients(healthy_by_patient, abnormal_patients, seed)
+    by_name = split_groups(
+        {str(patient): count for patient, count in healthy_by_patient.items()},
+        val_fraction=_SPLIT_FRACTIONS["validation"],
+        test_fraction=_SPLIT_FRACTIONS["test"],
+        seed=seed,
+        test_groups=[str(patient) for patient in abnormal_patients],
+    )
+    split_of = {int(patient): key for patient, key in by_name.items()}
     document: dict = {
         "name": f"cxr-monai-phantom-seed{seed}",
         "description": (
