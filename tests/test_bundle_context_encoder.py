@@ -114,7 +114,7 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     assert "| PSNR |" in (out / "evaluation" / "table.md").read_text()
     client, runs = _runs(out)
     evaluate_runs = [r for r in runs if r.info.run_name == "evaluate"]
-    assert len(evaluate_runs) == 1 and any(k.startswith("healthy") for k in evaluate_runs[0].data.metrics)
+    assert len(evaluate_runs) == 1 and "eval_healthy_psnr_mean" in evaluate_runs[0].data.metrics
 
     exported = tmp_path / "model.ts"
     _run(["-m", "monai.bundle", "ckpt_export", "--net_id", "generator_def", "--filepath", str(exported),
