@@ -59,7 +59,7 @@ Batch = Mapping[str, torch.Tensor]
 
 
 def make_batches(count: int, batch_size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``count`` batches as the bundle's patch transforms give them: ``masked``/``target`` in [-1, 1], ``weight``."""
+    """``count`` batches as the bundle's patch transforms give them: ``masked``/``target`` in [0, 1], ``weight``."""
     generator = torch.Generator().manual_seed(seed)
     hole = CenterHole(HOLE)  # context-mean fill, as in the bundle
     start = (PATCH - HOLE) // 2
@@ -70,7 +70,7 @@ def make_batches(count: int, batch_size: int, seed: int = 0) -> list[dict[str, t
         masked = convert_to_tensor(hole(patches.reshape(batch_size, PATCH, PATCH)), track_meta=False)
         masked = masked.reshape(batch_size, 1, PATCH, PATCH)  # plain tensors, as EnsureTyped(track_meta=False) gives
         target = patches[..., start : start + HOLE, start : start + HOLE].contiguous()
-        batches.append({"masked": masked * 2 - 1, "target": target * 2 - 1, "weight": weight.clone()})
+        batches.append({"masked": masked, "target": target, "weight": weight.clone()})
     return batches
 
 
@@ -134,6 +134,7 @@ class PlainLoop:
             batch[key].to(self.device, non_blocking=True, memory_format=self.memory_format)
             for key in ("masked", "target", "weight")
         )
+        masked, target = masked * 2 - 1, target * 2 - 1  # [0, 1] -> the generator's [-1, 1], as InpaintingBatch
         g.train()
         d.train()
 

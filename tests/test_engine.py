@@ -18,9 +18,9 @@ def _batches(n_batches: int, batch_size: int = 4, seed: int = 0) -> list[dict[st
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_batches):
-        patch = torch.rand(batch_size, 1, 128, 128, generator=g) * 2 - 1
+        patch = torch.rand(batch_size, 1, 128, 128, generator=g)  # [0, 1], as the transforms give
         masked = patch.clone()
-        masked[..., 32:96, 32:96] = 0.0
+        masked[..., 32:96, 32:96] = 0.5
         weight = torch.as_tensor(border_weight_map()).expand(batch_size, 1, 64, 64)
         out.append({"masked": masked, "target": patch[..., 32:96, 32:96].clone(), "weight": weight})
     return out

@@ -25,6 +25,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import AdversarialKeys, CommonKeys
 from torch.optim import Optimizer
 
+from cxr_monai.engines.inpainting import to_network_range
 from cxr_monai.losses import AdversarialBCELoss, ContextEncoderLoss, gan_diagnostics
 
 __all__ = ["GanPhase", "GanSchedule", "InpaintingBatch", "ContextEncoderTrainer"]
@@ -87,16 +88,27 @@ class InpaintingBatch:
     """``prepare_batch`` for inpainting: ``(masked, target, weight)`` on the device, or ``(masked, target)``
     with ``weight_key=None`` (the form MONAI's ``SupervisedEvaluator`` expects).
 
+    The transforms keep intensities in [0, 1] (docs/data_contract.md); with ``network_range=True`` the masked
+    patch and the target are mapped to the generator's [-1, 1] here, once per batch, by the same
+    :func:`~cxr_monai.engines.inpainting.to_network_range` that inference uses.
+
     Example::
 
         >>> prepare = InpaintingBatch()
         >>> masked, target, weight = prepare(batch, torch.device("cpu"))
     """
 
-    def __init__(self, masked_key: str = "masked", target_key: str = "target", weight_key: str | None = "weight"):
+    def __init__(
+        self,
+        masked_key: str = "masked",
+        target_key: str = "target",
+        weight_key: str | None = "weight",
+        network_range: bool = True,
+    ):
         self.masked_key = masked_key
         self.target_key = target_key
         self.weight_key = weight_key
+        self.network_range = network_range
 
     def __call__(
         self,
@@ -106,15 +118,15 @@ class InpaintingBatch:
         memory_format: torch.memory_format = torch.contiguous_format,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, ...]:
-        def to_device(key: str) -> torch.Tensor:
+        def to_device(key: str, scale: bool) -> torch.Tensor:
             if key not in batchdata:
                 raise KeyError(f"batch has no '{key}' (keys: {sorted(batchdata)}); check the hole transform's keys")
             tensor = torch.as_tensor(batchdata[key])
-            return tensor.to(device=device, non_blocking=non_blocking, memory_format=memory_format, **kwargs)
+            tensor = tensor.to(device=device, non_blocking=non_blocking, memory_format=memory_format, **kwargs)
+            return to_network_range(tensor) if scale and self.network_range else tensor
 
-        if self.weight_key is None:
-            return to_device(self.masked_key), to_device(self.target_key)
-        return to_device(self.masked_key), to_device(self.target_key), to_device(self.weight_key)
+        inputs = (to_device(self.masked_key, True), to_device(self.target_key, True))
+        return inputs if self.weight_key is None else (*inputs, to_device(self.weight_key, False))
 
 
 class ContextEncoderTrainer(AdversarialTrainer):

@@ -128,7 +128,8 @@ class CenterHoled(MapTransform):
         keys: the one patch key.
         hole_size, fill_value, overlap: see :class:`CenterHole`.
         band, border_weight: the weighted frame of ``target``; see :func:`border_weight_map`.
-        masked_key, target_key, weight_key, hole_mask_key: output keys.
+        masked_key, target_key, weight_key, hole_mask_key: output keys; ``hole_mask_key=None`` skips the mask
+            (training does not need it).
 
     Example::
 
@@ -146,7 +147,7 @@ class CenterHoled(MapTransform):
         masked_key: str = "masked",
         target_key: str = "target",
         weight_key: str = "weight",
-        hole_mask_key: str = "hole_mask",
+        hole_mask_key: str | None = "hole_mask",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -167,9 +168,10 @@ class CenterHoled(MapTransform):
             hole = self.hole.hole_size
             d[self.target_key] = crop_patch(patch, self.hole.hole_start(spatial_shape, source), (hole, hole))
             d[self.weight_key] = self.weight.clone()
-            hole_mask = torch.zeros((1, *spatial_shape), dtype=torch.float32)
-            hole_mask[(slice(None), *self.hole.removed_region(spatial_shape, source))] = 1.0
-            d[self.hole_mask_key] = hole_mask
+            if self.hole_mask_key is not None:
+                hole_mask = torch.zeros((1, *spatial_shape), dtype=torch.float32)
+                hole_mask[(slice(None), *self.hole.removed_region(spatial_shape, source))] = 1.0
+                d[self.hole_mask_key] = hole_mask
         return d
 
 
