@@ -2,8 +2,9 @@
 
 One iteration, given a batch of masked patches, their 64 px centres and the border-weight maps:
 
-* **G step** (phases ``g_l2`` and ``joint``): ``fake = G(masked)``; the loss is the border-weighted L2
-  alone in ``g_l2`` and ``lambda_l2 * L2 + lambda_adv * BCE(D(fake), 1)`` in ``joint`` (§3.2.3).
+* **G step** (phases ``g_l2`` and ``joint``): ``fake = G(masked)``; the loss is ``lambda_l2 * L2`` (the
+  border-weighted L2 alone) in ``g_l2`` and ``lambda_l2 * L2 + lambda_adv * BCE(D(fake), 1)`` in ``joint``
+  (§3.2.3).
 * **D step** (phases ``d_only`` and ``joint``): ``BCE(D(real centre), 1) + BCE(D(fake.detach()), 0)``.
 
 The epoch-wise schedule of §4.2 (G with L2 only, then D only, then both) and the iteration-wise balancing of
@@ -94,8 +95,8 @@ class InpaintingBatch:
 
     Example::
 
-        >>> prepare = InpaintingBatch()
-        >>> masked, target, weight = prepare(batch, torch.device("cpu"))
+        prepare = InpaintingBatch()
+        masked, target, weight = prepare(batch, torch.device("cpu"))  # masked/target in [-1, 1]
     """
 
     def __init__(
