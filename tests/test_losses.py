@@ -72,7 +72,7 @@ def test_l2_loss_gradient_and_errors():
     with pytest.raises(ValueError, match="broadcast"):
         loss(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64), torch.ones(1, 1, 32, 32))
     with pytest.raises(ValueError, match="band"):
-        BorderWeightedL2Loss(band=4)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
+        BorderWeightedL2Loss(band=5)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="reduction"):
         BorderWeightedL2Loss(reduction="median")
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from cxr_monai.transforms.holes import border_weight_map
+
 __all__ = [
     "AdversarialBCELoss",
     "BorderWeightedL2Loss",
@@ -15,16 +17,6 @@ __all__ = [
     "ContextEncoderLossOutput",
     "gan_diagnostics",
 ]
-
-
-def _border_weight_map(height: int, width: int, band: int, band_weight: float) -> torch.Tensor:
-    """``(1, 1, H, W)`` map: ``band_weight`` in the ``band``-pixel frame along the border, 1 inside."""
-    if band < 0 or 2 * band >= min(height, width):
-        raise ValueError(f"band must be in [0, {(min(height, width) - 1) // 2}] for a {height}x{width} hole "
-                         f"(got {band}).")
-    weight = torch.full((1, 1, height, width), float(band_weight))
-    weight[..., band : height - band, band : width - band] = 1.0
-    return weight
 
 
 class BorderWeightedL2Loss(_Loss):
@@ -77,7 +69,9 @@ class BorderWeightedL2Loss(_Loss):
         """The ``(1, 1, H, W)`` float32 map used when ``forward`` gets no ``weight`` (cached per size and device)."""
         key = (height, width, torch.device(device))
         if key not in self._default_weights:
-            weight = _border_weight_map(height, width, self.band, self.band_weight)
+            if height != width:
+                raise ValueError(f"the default border weights need a square hole, got {height}x{width}; pass weight=")
+            weight = border_weight_map(height, self.band, self.band_weight)[None, None]
             self._default_weights[key] = weight.to(device)
         return self._default_weights[key]
 
