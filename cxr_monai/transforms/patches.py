@@ -223,14 +223,19 @@ class BoxCenteredPatch(Transform, MultiSampleTrait):
         return [crop_patch(img, start, self.patch_size) for start in starts]
 
 
-def _check_same_shape(d: Mapping, keys: Sequence[Hashable], ref_key: Hashable, ref_shape: tuple[int, int]) -> None:
-    for key in keys:
+def _reference_shape(d: Mapping, keys: Sequence[Hashable]) -> tuple[str, tuple[int, int]]:
+    """Source name and spatial shape of the first of ``keys``; every other key must have the same shape."""
+    ref_key = keys[0]
+    source = source_name(d[ref_key], d, ref_key)
+    ref_shape = spatial_shape_2d(d[ref_key], source)
+    for key in keys[1:]:
         shape = spatial_shape_2d(d[key], source_name(d[key], d, key))
         if shape != ref_shape:
             raise ValueError(
                 f"{source_name(d[key], d, key)}: '{key}' has spatial shape {shape} but '{ref_key}' "
-                f"({source_name(d[ref_key], d, ref_key)}) has {ref_shape}; arrays cropped together must match."
+                f"({source}) has {ref_shape}; arrays cropped together must match."
             )
+    return source, ref_shape
 
 
 def _patch_records(starts: np.ndarray, patch_size: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -296,10 +301,7 @@ class RandLungPatchd(Randomizable, MapTransform, MultiSampleTrait):
         keys = list(self.key_iterator(d))
         if not keys:
             return [d]
-        ref_key = keys[0]
-        source = source_name(d[ref_key], d, ref_key)
-        ref_shape = spatial_shape_2d(d[ref_key], source)
-        _check_same_shape(d, keys, ref_key, ref_shape)
+        source, ref_shape = _reference_shape(d, keys)
         if self.box_key not in d:
             raise KeyError(f"{source}: no '{self.box_key}' in the data; add LungBoxesd before {type(self).__name__}.")
         mask = d.get(self.mask_key) if self.mask_key is not None else None
@@ -347,10 +349,7 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
         keys = list(self.key_iterator(d))
         if not keys:
             return [d]
-        ref_key = keys[0]
-        source = source_name(d[ref_key], d, ref_key)
-        ref_shape = spatial_shape_2d(d[ref_key], source)
-        _check_same_shape(d, keys, ref_key, ref_shape)
+        source, ref_shape = _reference_shape(d, keys)
         if d.get(self.box_key) is None:
             raise KeyError(f"{source}: no '{self.box_key}' in the data to centre patches on.")
         boxes = as_box_array(d[self.box_key], source, name=f"'{self.box_key}'")
