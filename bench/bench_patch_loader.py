@@ -3,13 +3,14 @@
 Three loaders over the same image files, each a ``monai.data.Dataset`` in a ``monai.data.DataLoader`` with the
 same workers, timed side by side:
 
-(a) **pipeline**: the bundle's ``train#preprocessing`` read from ``configs/train.json`` (LoadCXRImaged of image
-    and lung mask -> ResizeToWorkingResolutiond -> LungBoxesd -> RandLungPatchd(num_samples=20) -> CenterHoled ->
-    ScaleIntensityRanged -> SelectItemsd -> EnsureTyped): one decode gives 20 patches.
+(a) **pipeline**: the bundle's ``train#preprocessing`` and ``patch_collate`` read from ``configs/train.json``
+    (LoadCXRImaged of image and lung mask -> ResizeToWorkingResolutiond -> LungBoxesd ->
+    RandLungPatchd(num_samples=20) -> EnsureTyped -> SelectItemsd, then CenterHoleCollate making the masked
+    patches, targets and weights of the whole batch): one decode gives 20 patches.
 (b) **decode-only floor**: ``read_cxr`` of the same files (image and lung mask) and nothing else, credited with
     20 patches per decode: the most patches/s the pipeline could give if everything after decoding were free.
-(c) **per-patch loader**: the same pipeline with ``num_samples=1`` and every image listed 20 times, i.e. one
-    decode per patch.
+(c) **per-patch loader**: the same pipeline and collate with ``num_samples=1`` and every image listed 20 times,
+    i.e. one decode per patch.
 
 Figures are patches/s in total and per worker process (workers run torch with one thread each), and the CPU time
 per patch of the main process and its workers, which other jobs on a shared machine do not inflate. Goals (issue
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, list_data_collate
 from monai.data.utils import worker_init_fn as monai_worker_init_fn
 from monai.transforms import Compose, apply_transform
 
@@ -62,14 +63,17 @@ DEFAULT_CONFIG = REPO_ROOT / "bundles" / "context_encoder" / "configs" / "train.
 DECODED_KEYS = ("image", "lung_mask")  # the files the pipeline's LoadCXRImaged reads
 
 
-def bundle_preprocessing(config_files: Sequence[Path], patches_per_image: int, working_size: int | None) -> Compose:
-    """The bundle's training transforms (``train#preprocessing``) with the given patches per image."""
+def bundle_preprocessing(
+    config_files: Sequence[Path], patches_per_image: int, working_size: int | None
+) -> tuple[Compose, Callable[[Sequence], Any]]:
+    """The bundle's training transforms (``train#preprocessing``) with the given patches per image, and the
+    training loader's ``collate_fn`` (``patch_collate``, which makes the holes)."""
     parser = ConfigParser()
     parser.read_config([str(path) for path in config_files])
     parser["patches_per_image"] = patches_per_image
     if working_size is not None:
         parser["working_size"] = working_size
-    return parser.get_parsed_content("train#preprocessing")
+    return parser.get_parsed_content("train#preprocessing"), parser.get_parsed_content("train#dataloader#collate_fn")
 
 
 def decode_only(entry: Mapping[str, Any]) -> int:
@@ -147,10 +151,13 @@ class LoaderCase:
         return sum(self.one_pass() for _ in range(self.passes))
 
 
-def stage_breakdown(pipeline: Compose, entry: Mapping[str, Any], repeats: int) -> list[tuple[str, float, int]]:
-    """``(transform, seconds per load, items out)`` for each transform of ``pipeline`` on one entry, one thread.
+def stage_breakdown(
+    pipeline: Compose, collate: Callable[[Sequence], Any], entry: Mapping[str, Any], repeats: int
+) -> list[tuple[str, float, int]]:
+    """``(step, seconds per load, items out)`` for each transform of ``pipeline`` on one entry, then ``collate``
+    of its output, one thread.
 
-    Each transform is timed on the previous one's output, applied to every item as ``Compose`` does.
+    Each step is timed on the previous one's output, a transform applied to every item as ``Compose`` does.
     """
     calls: dict[str, Callable[[], Any]] = {
         f"   floor: read_cxr({key})": (lambda path=entry[key]: read_cxr(path)) for key in DECODED_KEYS if key in entry
@@ -162,6 +169,9 @@ def stage_breakdown(pipeline: Compose, entry: Mapping[str, Any], repeats: int) -
         calls[name] = lambda t=transform, d=data: apply_transform(t, d, map_items=True)
         data = calls[name]()
         items_out[name] = len(data) if isinstance(data, list) else 1
+    name = f"{len(pipeline.transforms) + 1}. collate_fn {type(collate).__name__}"
+    calls[name] = lambda d=data if isinstance(data, list) else [data]: collate(d)
+    items_out[name] = 1
     timings = measure_interleaved(calls, repeats=repeats, threads=1)
     return [(name, timing.median, items_out[name]) for name, timing in timings.items()]
 
@@ -214,13 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, entries: list[dict], data_text: str, device: torch.device) -> int:
     per_image, workers = args.patches_per_image, args.num_workers
     cores = max(workers, 1)
-    pipeline = bundle_preprocessing(args.config, per_image, args.working_size)
-    per_patch = bundle_preprocessing(args.config, 1, args.working_size)
+    pipeline, collate = bundle_preprocessing(args.config, per_image, args.working_size)
+    per_patch, _ = bundle_preprocessing(args.config, 1, args.working_size)
     cpu = WorkerCpuClock()
     print_machine_info("patch data path: decode once, many patches", device, {
         "data": f"{data_text}; {len(entries)} images",
         "pipeline": " -> ".join(type(t).__name__ for t in pipeline.transforms)
-                    + f" (from {', '.join(p.name for p in args.config)})",
+                    + f", collate_fn {type(collate).__name__} (from {', '.join(p.name for p in args.config)})",
         "loaders": f"monai DataLoader, {workers} workers ({cores} process(es) counted as cores), "
                    f"{args.images_per_batch} loads ({args.images_per_batch * per_image} patches) per batch",
         "timing": f"{args.passes} pass(es) per block for (a), (b), 1 for (c); {args.repeats} interleaved rounds, "
@@ -228,19 +238,19 @@ def run(args: argparse.Namespace, entries: list[dict], data_text: str, device: t
         "CPU time": "main process + its DataLoader workers (/proc)" if cpu.available else "n/a (no /proc)",
     })
 
-    def loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    def loader(dataset: Dataset, batch_size: int, collate_fn: Callable | None = None) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                          worker_init_fn=cpu.worker_init_fn)
+                          worker_init_fn=cpu.worker_init_fn, collate_fn=collate_fn or list_data_collate)
 
     cases = [
-        LoaderCase("(a) pipeline, 1 decode -> N patches", loader(Dataset(entries, pipeline), args.images_per_batch),
-                   device, args.passes),
+        LoaderCase("(a) pipeline, 1 decode -> N patches",
+                   loader(Dataset(entries, pipeline), args.images_per_batch, collate), device, args.passes),
         LoaderCase("(b) decode-only floor, N credited", loader(Dataset(entries, decode_only), args.images_per_batch),
                    device, args.passes, credited_per_item=per_image),
         LoaderCase("(c) per-patch loader, 1 decode -> 1",
                    loader(Dataset([e for e in entries for _ in range(per_image)], per_patch),
-                          args.images_per_batch * per_image), device, passes=1),
+                          args.images_per_batch * per_image, collate), device, passes=1),
     ]
     patches = {case.name: case.one_pass() * case.passes for case in cases}  # also starts the workers
     cpu.collect_workers(workers * len(cases))
@@ -270,9 +280,9 @@ def run(args: argparse.Namespace, entries: list[dict], data_text: str, device: t
     print(explain(statistics.median(a), statistics.median(c), per_image, basis))
 
     rounds = min(args.repeats, 3)
-    print(f"\none load, in process, one thread, by transform ({rounds} round(s), medians):")
-    breakdown = stage_breakdown(pipeline, entries[0], repeats=rounds)
-    print_table(["transform", "ms per load", "items out"],
+    print(f"\none load, in process, one thread, by step ({rounds} round(s), medians):")
+    breakdown = stage_breakdown(pipeline, collate, entries[0], repeats=rounds)
+    print_table(["step", "ms per load", "items out"],
                 [[name, f"{seconds * 1e3:.2f}", items] for name, seconds, items in breakdown])
     return 0
 

@@ -18,6 +18,7 @@ from cxr_monai.transforms import (
     BoxCenteredPatch,
     BoxCenteredPatchd,
     CenterHole,
+    CenterHoleCollate,
     CenterHoled,
     HeuristicLungBoxes,
     LungBoxesd,
@@ -98,6 +99,16 @@ def test_resize_scales_image_mask_and_boxes_together():
     assert out["image"].meta["working_scale"] == (0.5, 0.5)
     assert tuple(out["image"].meta["spatial_shape"]) == (height, width)  # MONAI: the shape as loaded
     np.testing.assert_allclose(out["image"].pixdim[:2], (2.0, 2.0))  # affine follows the new grid
+
+
+def test_resize_at_working_size_is_the_identity_without_a_copy():
+    image = meta_image(np.random.default_rng(0).random((256, 200)), "p.png")
+    out = ResizeToWorkingResolutiond(keys="image", box_keys="boxes", longest_side=256)(
+        {"image": image, "boxes": [[10, 20, 30, 40]]}
+    )
+    assert out["image"].data_ptr() == image.data_ptr() and out["image"].shape == (1, 256, 200)
+    assert out["image"].meta["working_scale"] == (1.0, 1.0)
+    np.testing.assert_array_equal(out["boxes"], [[10, 20, 30, 40]])
 
 
 def test_resize_antialiases_when_downsampling():
@@ -364,6 +375,26 @@ def test_patches_are_views_with_the_affine_moved_to_the_patch():
     np.testing.assert_allclose(image.affine[:2, 2], (0, 0))
     patches = RandLungPatch(num_samples=20).set_random_state(seed=0)(image, [[100, 100, 400, 400]])
     assert len({p.untyped_storage().data_ptr() for p in patches}) == 1
+    plain = RandLungPatch(num_samples=20, track_meta=False).set_random_state(seed=0)(image, [[100, 100, 400, 400]])
+    assert all(type(p) is torch.Tensor for p in plain) and all(isinstance(p, MetaTensor) for p in patches)
+    assert all(torch.equal(a, b.as_tensor()) for a, b in zip(plain, patches))
+    assert plain[0].untyped_storage().data_ptr() == image.untyped_storage().data_ptr()
+    sample = {"image": image, "lung_boxes": [[100, 100, 400, 400]]}
+    samples = RandLungPatchd(keys="image", num_samples=3, track_meta=False)(sample)
+    assert all(type(sample["image"]) is torch.Tensor for sample in samples)
+
+
+@pytest.mark.parametrize("rejection_rounds", [8, 0])  # rejection sampling, and the list of lung pixels it falls back to
+def test_mask_sampling_is_uniform_over_the_lung_pixels_in_the_boxes(rejection_rounds):
+    mask = rectangles_mask((300, 300), [[150, 200, 160, 220], [60, 70, 64, 75]])  # 200 + 20 lung pixels
+    sampler = RandLungPatch(patch_size=64, num_samples=4000).set_random_state(seed=1)
+    sampler.rejection_rounds = rejection_rounds
+    sampler.randomize((300, 300), [[140, 190, 170, 230], [50, 60, 66, 80]], meta_image(mask))
+    allowed = {(x, y) for x in range(150, 160) for y in range(200, 220)}
+    allowed |= {(x, y) for x in range(60, 64) for y in range(70, 75)}
+    assert len(sampler.centers) == 4000
+    assert {tuple(int(v) for v in c) for c in sampler.centers} == allowed  # all 220 pixels, nothing else
+    assert abs(float((sampler.centers[:, 0] >= 150).mean()) - 200 / 220) < 0.03  # per pixel, not per box
 
 
 def test_box_centred_patches():
@@ -471,6 +502,47 @@ def test_hole_sizes_are_general_and_checked():
         CenterHole(hole_size=128)(torch.rand(1, 128, 128))
     with pytest.raises(ValueError, match="fill_value"):
         CenterHole(fill_value="mean")
+
+
+def patches_centres(samples: list[dict]) -> torch.Tensor:
+    return torch.stack([sample["image"][:, 32:96, 32:96] for sample in samples])
+
+
+def test_hole_collate_equals_the_per_sample_transform():
+    patches = [{"image": torch.rand(2, 128, 128), "index": i} for i in range(5)]  # two channels: each its own mean
+    for fill_value, overlap in (("context_mean", 0), (0.45, 4)):
+        per_sample = CenterHoled(keys="image", fill_value=fill_value, overlap=overlap, band=2, border_weight=3.0)
+        collate = CenterHoleCollate(keys="image", fill_value=fill_value, overlap=overlap, band=2, border_weight=3.0,
+                                    hole_mask_key="hole_mask")
+        batch = collate(patches)
+        expected = list_data_collate([per_sample(patch) for patch in patches])
+        assert batch["index"].tolist() == list(range(5)) and torch.equal(batch["image"], expected["image"])
+        for key in ("masked", "target", "hole_mask"):
+            assert type(batch[key]) is torch.Tensor
+            torch.testing.assert_close(batch[key], expected[key].expand_as(batch[key]), rtol=0, atol=1e-7)
+        assert batch["weight"].shape == (5, 1, 64, 64) and torch.equal(batch["weight"], expected["weight"])
+        assert batch["target"].data_ptr() != batch["masked"].data_ptr()
+        assert batch["target"].untyped_storage().data_ptr() == batch["image"].untyped_storage().data_ptr()  # a view
+    assert "hole_mask" not in CenterHoleCollate()(patches)
+    lean = CenterHoleCollate(keep_patches=False)(patches)
+    assert "image" not in lean and set(lean) == {"index", "masked", "target", "weight"}
+    assert lean["target"].is_contiguous() and torch.equal(lean["target"], patches_centres(patches))
+    with pytest.raises(KeyError, match="no 'patch'"):
+        CenterHoleCollate(keys="patch")(patches)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        CenterHoleCollate()([{"image": torch.rand(128, 128)}])
+
+
+def test_hole_collate_in_worker_processes(phantom):
+    sampler = RandLungPatchd(keys="image", mask_key="lung_mask", num_samples=4, track_meta=False)
+    transform = Compose([LungBoxesd(), sampler])
+    dataset = Dataset([phantom_sample(phantom)] * 2, transform=transform)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=CenterHoleCollate(fill_value=0.5))
+    batch = next(iter(loader))
+    assert batch["masked"].shape == (8, 1, 128, 128) and batch["weight"].shape == (8, 1, 64, 64)
+    assert torch.all(batch["masked"][:, :, 32:96, 32:96] == 0.5)
+    assert torch.equal(batch["target"], batch["image"][:, :, 32:96, 32:96])
+    assert int((batch["weight"] == 10).sum()) == 8 * 960
 
 
 def test_whole_image_mode(phantom):

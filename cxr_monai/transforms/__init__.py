@@ -5,6 +5,7 @@ from __future__ import annotations
 from cxr_monai.transforms.holes import (
     CONTEXT_MEAN,
     CenterHole,
+    CenterHoleCollate,
     CenterHoled,
     CenterHoleD,
     CenterHoleDict,
@@ -56,6 +57,7 @@ __all__ = [
     "BoxCenteredPatchd",
     "CONTEXT_MEAN",
     "CenterHole",
+    "CenterHoleCollate",
     "CenterHoleD",
     "CenterHoleDict",
     "CenterHoled",

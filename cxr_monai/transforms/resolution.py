@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
 from monai.transforms import MapTransform, Resize, Transform
-from monai.utils import ensure_tuple, ensure_tuple_rep
+from monai.utils import convert_to_tensor, ensure_tuple, ensure_tuple_rep
 
 from cxr_monai.transforms.utils import as_box_array, source_name, spatial_shape_2d
 
@@ -145,7 +145,10 @@ class ResizeToWorkingResolution(Transform):
         smooth = self.anti_aliasing and not mode.startswith("nearest")
         if smooth and new_shape != old_shape and all(n <= o for n, o in zip(new_shape, old_shape)):
             mode, smooth = "area", False  # footprint averaging: anti-aliased, and ~25x faster than the Gaussian
-        out = Resize(spatial_size=new_shape, mode=mode, anti_aliasing=smooth)(img)
+        if new_shape == old_shape:  # already at working size (e.g. ChestX-ray14 at 1024): MONAI's Resize would copy
+            out = convert_to_tensor(img, track_meta=get_track_meta())
+        else:
+            out = Resize(spatial_size=new_shape, mode=mode, anti_aliasing=smooth)(img)
         if isinstance(out, MetaTensor):
             scale = (new_shape[0] / old_shape[0], new_shape[1] / old_shape[1])
             out.meta["working_scale"] = scale
