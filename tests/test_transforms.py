@@ -521,6 +521,7 @@ def test_hole_collate_equals_the_per_sample_transform():
             assert type(batch[key]) is torch.Tensor
             torch.testing.assert_close(batch[key], expected[key].expand_as(batch[key]), rtol=0, atol=1e-7)
         assert batch["weight"].shape == (5, 1, 64, 64) and torch.equal(batch["weight"], expected["weight"])
+        assert batch["weight"].is_contiguous() and batch["hole_mask"].is_contiguous()  # pin_memory copies into them
         assert batch["target"].data_ptr() != batch["masked"].data_ptr()
         assert batch["target"].untyped_storage().data_ptr() == batch["image"].untyped_storage().data_ptr()  # a view
     assert "hole_mask" not in CenterHoleCollate()(patches)

@@ -197,8 +197,8 @@ class CenterHoleCollate:
     - ``target``: ``(B, C, h, h)``, a view of the centres of ``batch[key]`` (no copy), or with
       ``keep_patches=False`` a copy, and ``batch[key]`` itself is dropped: worker processes then ship only what
       training reads (a third fewer bytes a batch for 128/64 px);
-    - ``weight`` ``(B, 1, h, h)`` and ``hole_mask`` ``(B, 1, P, P)``: one map expanded over the batch (no copy;
-      call ``.contiguous()`` before writing into them).
+    - ``weight`` ``(B, 1, h, h)`` and ``hole_mask`` ``(B, 1, P, P)``: one map repeated over the batch (a real
+      copy, not a stride-0 view, which ``pin_memory`` would refuse to copy into).
 
     Plain tensors come out (the network inputs carry no per-patch metadata). The rest of the batch is
     ``collate_fn``'s (default MONAI's ``list_data_collate``, which also flattens the lists of patches that
@@ -262,7 +262,7 @@ class CenterHoleCollate:
             if per_patch:
                 out[out_key] = value.reshape(count, channels, *value.shape[1:])
             else:
-                out[out_key] = value[None].expand(count, *value.shape)
+                out[out_key] = value[None].repeat(count, *(1,) * value.ndim)
         if not self.keep_patches:
             out[self.hole.target_key] = out[self.hole.target_key].contiguous()
             del out[self.key]
