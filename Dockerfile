@@ -4,16 +4,19 @@
 #     python -m monai.bundle run --config_file bundles/context_encoder/configs/train.json \
 #       --bundle_root bundles/context_encoder --dataset_dir /data --datalist /data/datalist.json \
 #       --output_dir /workspace/runs/context_encoder
-FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+FROM pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /workspace/cxr-monai
 
-# Same install as the README's `make` targets, minus the CPU torch wheel: the base image's CUDA torch
-# satisfies setup.cfg's torch range, so pip keeps it.
+# Same install as the README's `make` targets, minus the CPU torch wheel. The base image's CUDA torch is pinned
+# as a constraint: it must satisfy setup.cfg and MONAI (1.6 needs torch >= 2.8; tests/test_packaging.py checks
+# this tag), and if it ever did not, the build fails here instead of pip quietly pulling another multi-GB torch.
 COPY setup.cfg pyproject.toml README.md ./
 COPY cxr_monai ./cxr_monai
-RUN python -m pip install -e ".[test]" && python -c "import torch, monai, cxr_monai; print(torch.__version__, monai.__version__)"
+RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /tmp/base-torch.txt \
+    && python -m pip install -c /tmp/base-torch.txt -e ".[test]" \
+    && python -c "import torch, monai, cxr_monai; assert torch.version.cuda, 'not a CUDA build'; print(torch.__version__, torch.version.cuda, monai.__version__)"
 
 COPY bundles ./bundles
 COPY data_lists ./data_lists
