@@ -26,7 +26,7 @@ def _batches(n_batches: int, batch_size: int = 4, seed: int = 0) -> list[dict[st
     return out
 
 
-def _trainer(data, max_epochs=3, schedule=None, handlers=None, lr=2e-4):
+def _trainer(data, max_epochs=3, schedule=None, handlers=None, lr=2e-4, **kwargs):
     torch.manual_seed(0)
     g = ContextEncoder(base_channels=8, bottleneck_channels=32)
     d = ContextDiscriminator(base_channels=8)
@@ -40,7 +40,27 @@ def _trainer(data, max_epochs=3, schedule=None, handlers=None, lr=2e-4):
         d_optimizer=torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999)),
         schedule=schedule or GanSchedule(g_l2_epochs=1, d_only_epochs=1),
         train_handlers=handlers,
+        **kwargs,
     )
+
+
+def test_channels_last_trains_the_same_as_contiguous():
+    """The GPU path's memory format, checked on the CPU: conv weights go channels-last, losses agree."""
+    losses = {}
+    for channels_last in (False, True):
+        trainer = _trainer(_batches(2), max_epochs=3, channels_last=channels_last)
+        seen = []
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+        trainer.run()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for network in (trainer.state.g_network, trainer.state.d_network):  # a weight with C_in > 1 tells them apart
+            weight = next(p for p in network.parameters() if p.ndim == 4 and min(p.shape[1:]) > 1)
+            assert weight.is_contiguous(memory_format=fmt) and not weight.is_contiguous(
+                memory_format=torch.contiguous_format if channels_last else torch.channels_last)
+        losses[channels_last] = [[out[key] for key in ("l2", "d_loss")] for out in seen]
+    assert len(losses[True]) == 6
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-3, atol=1e-5,
+                               equal_nan=True)
 
 
 def test_schedule_phases_and_balancing():
