@@ -124,7 +124,7 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     assert "grid_epoch0003.png" in artifacts and any(a.startswith("config_") for a in artifacts)
 
     _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
-                  infer_max_images=2), tmp_path / "infer.log")
+                  infer_max_images=2, channels_last=True), tmp_path / "infer.log")  # the GPU default, on the CPU
     index = (out / "inference" / "index.csv").read_text().splitlines()
     assert any(",heatmap," in row or "heatmap" in row for row in index[1:])
     assert list((out / "inference" / "heatmaps").glob("*_overlay.png"))
