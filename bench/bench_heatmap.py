@@ -13,7 +13,7 @@ heatmap at stride 32 (wall and process CPU seconds).
 
     python bench/bench_heatmap.py                         # small generator (16/256), CPU
     python bench/bench_heatmap.py --widths paper --stride 256 --repeats 1   # paper width (128/4096) on a CPU: ~3 min
-    python bench/bench_heatmap.py --device cuda --widths paper
+    python bench/bench_heatmap.py --device cuda --widths paper --channels-last   # as the bundle runs on a GPU
     python bench/bench_heatmap.py --quick
 """
 
@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="phantom size in px (default: 1024)")
     parser.add_argument("--stride", type=int, default=32, help="window stride in px (default: 32)")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per call when batched (default: 64)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run the generator channels-last in every variant, as the bundle does on CUDA")
     args = parser.parse_args(argv)
     device = resolve_device(parser, args.device)
     if args.quick:
@@ -83,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_machine_info("full-image anomaly heatmap: batched vs one window at a time", device, {
         "image": f"phantom {args.size}x{args.size} px, lung boxes {boxes}",
         "windows": f"{len(windows)} windows of {WINDOW} px, hole {HOLE}, stride {args.stride}",
-        "generators": ", ".join(f"{w} (base {WIDTHS[w][0]}, bottleneck {WIDTHS[w][1]})" for w in args.widths),
+        "generators": ", ".join(f"{w} (base {WIDTHS[w][0]}, bottleneck {WIDTHS[w][1]})" for w in args.widths)
+                      + (", channels-last" if args.channels_last else ""),
         "timing": f"{args.repeats} interleaved rounds, each call timed after 2 warm-up calls "
                   "(torch.utils.benchmark.Timer)",
     })
@@ -94,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         base, bottleneck = WIDTHS[width]
         generator = ContextEncoder(image_size=WINDOW, out_size=HOLE, base_channels=base,
                                    bottleneck_channels=bottleneck).to(device)
+        if args.channels_last:
+            generator.to(memory_format=torch.channels_last)
         heat_batched, heat_one = batched(image, generator, boxes), one(image, generator, boxes)
         same_nan = torch.equal(heat_batched.heatmap.isnan(), heat_one.heatmap.isnan())
         difference = (heat_batched.heatmap - heat_one.heatmap).nan_to_num(0.0).abs().max().item()
