@@ -12,10 +12,9 @@ Geometry (integer pixels, ``(C, H, W)`` arrays, x = column): a ``P`` px patch "c
 
 Cropping is slicing: every patch is a view of the decoded image (no resampling, no copy of the image per
 patch); a MetaTensor patch keeps the image meta with its ``affine`` moved to the patch origin, unless
-``track_meta=False`` asks for plain tensor views (a MetaTensor costs ~0.1 ms a patch, most of the sampler's time,
-and training drops the per-patch meta anyway). Each output
-sample records ``patch_center`` ``[x, y]`` and ``patch_box`` ``[x_min, y_min, x_max, y_max]`` (int64, pixels
-of the image the patch was cut from).
+``track_meta=False`` asks for plain tensor views (a MetaTensor costs ~0.1 ms a patch, most of the sampler's
+time, and training drops the per-patch meta anyway). Each output sample records ``patch_center`` ``[x, y]`` and
+``patch_box`` ``[x_min, y_min, x_max, y_max]`` (int64, pixels of the image the patch was cut from).
 """
 
 from __future__ import annotations
@@ -119,6 +118,9 @@ class RandLungPatch(Randomizable, Transform, MultiSampleTrait):
         patches = sampler(image, lung_boxes)  # list of 20 (1, 128, 128) views; sampler.centers: (20, 2) [x, y]
     """
 
+    #: rounds of rejection sampling against the lung mask before falling back to listing its lung pixels
+    rejection_rounds = 8
+
     def __init__(
         self,
         patch_size: int | Sequence[int] = 128,
@@ -133,9 +135,6 @@ class RandLungPatch(Randomizable, Transform, MultiSampleTrait):
         self.mask_threshold = mask_threshold
         self.track_meta = track_meta
         self.centers = np.zeros((0, 2), dtype=np.int64)
-
-    #: rounds of rejection sampling against the lung mask before falling back to listing its lung pixels
-    rejection_rounds = 8
 
     def randomize(
         self,
