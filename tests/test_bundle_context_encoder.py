@@ -8,6 +8,7 @@ and resume, and two processes under torchrun.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -129,6 +130,11 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     assert any(",heatmap," in row or "heatmap" in row for row in index[1:])
     assert list((out / "inference" / "heatmaps").glob("*_overlay.png"))
     assert list((out / "inference" / "patches").glob("*_diff.png"))
+    _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
+                  infer_max_images=1, infer_datalist_key="test", inference_dir=str(out / "screen")),
+         tmp_path / "screen.log")  # healthy images carry no boxes: heatmaps only
+    screen = list(csv.DictReader(open(out / "screen" / "index.csv", newline="")))
+    assert sorted(row["kind"] for row in screen) == ["heatmap", "overlay", "skipped"]
 
     _run(_command(["train.json", "small.json", "evaluate.json"], out, phantoms, tracking=True, working_size=256,
                   eval_patches_per_image=2), tmp_path / "evaluate.log")

@@ -396,6 +396,16 @@ def test_folder_builder_on_montgomery_like(tmp_path):
 
 
 @needs_montgomery
+def test_folder_builder_test_only_lists_every_image_for_screening(tmp_path):
+    out = tmp_path / "screen.json"
+    assert _cli(["folder", "--image-dir", str(MONTGOMERY), "--out", str(out), "--test-only"]) == 0
+    document = validate_datalist(out)
+    assert sorted(_images(document, "test")) == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    assert document["training"] == document["validation"] == document["test_unhealthy"] == []
+    assert "every image in test" in document["description"]
+
+
+@needs_montgomery
 def test_folder_builder_labels_orphans_and_bad_masks(tmp_path, caplog):
     folder = tmp_path / "cxr"
     shutil.copytree(MONTGOMERY, folder)

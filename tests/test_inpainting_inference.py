@@ -27,7 +27,13 @@ from cxr_monai.engines.inpainting import (
 )
 from cxr_monai.io import LoadCXRImaged
 from cxr_monai.networks import ContextEncoder
-from cxr_monai.transforms import CenterHole, LungBoxesd, RandLungPatchd, ResizeToWorkingResolutiond
+from cxr_monai.transforms import (
+    BoxCenteredPatchd,
+    CenterHole,
+    LungBoxesd,
+    RandLungPatchd,
+    ResizeToWorkingResolutiond,
+)
 
 
 def tiny_generator(seed: int = 0) -> ContextEncoder:
@@ -228,6 +234,24 @@ def test_inference_runner_writes_patches_heatmaps_and_index(phantom_datalist, tm
     for row in rows:
         if row["path"]:
             assert (tmp_path / "out" / row["path"]).is_file()
+
+
+def test_inference_on_images_without_boxes_writes_heatmaps_only(phantom_datalist, tmp_path):
+    """The bundle's box-centred patches (``allow_missing_boxes``) on unannotated images: heatmap, no patches."""
+    healthy = load_datalist(phantom_datalist, "test")[0]
+    unhealthy = load_datalist(phantom_datalist, "test_unhealthy")[0]
+    patch_transform = BoxCenteredPatchd(keys="image", box_key="boxes", allow_missing_boxes=True)
+    runner = InpaintingInference(tiny_generator(), [healthy, unhealthy], whole_image_preprocessing(384),
+                                 tmp_path / "out", patch_transform, device="cpu", stride=64, batch_size=8)
+    rows = list(csv.DictReader(open(runner.run(), newline="")))
+    healthy_stem, unhealthy_stem = output_stem(healthy["image"]), output_stem(unhealthy["image"])
+    kinds = {stem: sorted(row["kind"] for row in rows if row["image"] == stem)
+             for stem in (healthy_stem, unhealthy_stem)}
+    assert kinds[healthy_stem] == ["heatmap", "overlay", "skipped"]
+    assert "no patches" in next(row["note"] for row in rows if row["kind"] == "skipped")
+    boxes = len(unhealthy["boxes"])
+    assert kinds[unhealthy_stem] == sorted(["diff", "inpainted"] * boxes + ["grid", "heatmap", "overlay"])
+    assert not list((tmp_path / "out" / "patches").glob(f"{healthy_stem}_*"))
 
 
 def test_inference_patches_are_seeded_per_image(phantom_datalist, tmp_path):

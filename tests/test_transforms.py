@@ -421,6 +421,11 @@ def test_box_centred_patches():
         BoxCenteredPatchd(keys="image")({**data, "box_labels": ["Nodule"]})
     with pytest.raises(ValueError, match="sick.png: no boxes"):
         BoxCenteredPatchd(keys="image")({**data, "boxes": []})
+    with pytest.raises(KeyError, match="sick.png: no 'boxes'"):
+        BoxCenteredPatchd(keys="image")({"image": image})
+    lenient = BoxCenteredPatchd(keys="image", allow_missing_boxes=True)
+    assert lenient({"image": image}) == [] and lenient({**data, "boxes": []}) == []
+    assert [p["box_index"] for p in lenient(data)] == [0, 1]
 
 
 def test_patch_lists_batch_with_monai_dataloader(phantom):

@@ -576,6 +576,7 @@ def build_folder_datalist(
     check_images: bool = True,
     base_dir: str | os.PathLike | None = None,
     name: str | None = None,
+    test_only: bool = False,
 ) -> DatalistSummary:
     """Build a datalist from a folder of radiographs with optional lung masks and labels.
 
@@ -585,8 +586,9 @@ def build_folder_datalist(
     image are rejected. ``labels_csv`` has columns ``image`` (file name or path under ``image_dir``),
     ``label`` (0/1) and optionally ``findings`` (``|``-separated); with it every image needs a row, and
     label-1 images go to ``test_unhealthy``. The rest is split per image by :func:`split_groups` (no patient
-    IDs are known: one image per patient, as in JSRT and Montgomery). Paths are relative to ``base_dir``
-    (default: the deepest directory holding ``image_dir`` and ``mask_dir``).
+    IDs are known: one image per patient, as in JSRT and Montgomery); with ``test_only`` it all goes to ``test``
+    instead (a list to screen or evaluate with a trained model, not to train on; the fractions are not used).
+    Paths are relative to ``base_dir`` (default: the deepest directory holding ``image_dir`` and ``mask_dir``).
 
     >>> build_folder_datalist("montgomery-like", "mont.json")  # doctest: +SKIP
     """
@@ -669,8 +671,11 @@ def build_folder_datalist(
                                          f"not found under {image_dir}")
 
     unhealthy = [key for key, entry in entries.items() if entry.get("label") == 1]
-    split_of_image = split_groups({key: 1 for key in entries if key not in unhealthy}, val_fraction=val_fraction,
-                                  test_fraction=test_fraction, seed=seed)
+    healthy = {key: 1 for key in entries if key not in unhealthy}
+    if test_only:
+        split_of_image = dict.fromkeys(healthy, "test")
+    else:
+        split_of_image = split_groups(healthy, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     split_of_image.update({key: "test_unhealthy" for key in unhealthy})
     document: dict[str, Any] = {key: [] for key in SPLIT_KEYS}
     for key, entry in entries.items():
@@ -687,9 +692,10 @@ def build_folder_datalist(
         sources.append(f"lung masks named <image>{mask_suffix}.* from '{mask_dir.name}'")
     if labels_csv is not None:
         sources.append(f"labels from {Path(labels_csv).name} (label 1 -> test_unhealthy)")
+    split = ("every image in test (to screen or evaluate, not to train on)" if test_only else
+             f"split per image (seed {seed}, validation {val_fraction:g}, test {test_fraction:g})")
     description = (
-        f"Folder datalist: {', '.join(sources)}; split per image (seed {seed}, validation {val_fraction:g}, "
-        f"test {test_fraction:g}). Paths are relative to the dataset directory '{base_dir.name}': pass it as "
+        f"Folder datalist: {', '.join(sources)}; {split}. Paths are relative to the dataset directory '{base_dir.name}': pass it as "
         "base_dir (bundles: --dataset_dir)."
     )
     splits = {key: SplitCounts(len(document[key])) for key in SPLIT_KEYS}
@@ -876,6 +882,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     folder.add_argument("--labels", type=Path, default=None, metavar="CSV",
                         help="CSV with columns image,label[,findings]; label 1 goes to test_unhealthy")
     folder.add_argument("--name", default=None, help="datalist name (default: the image dir's name)")
+    folder.add_argument("--test-only", action="store_true",
+                        help="put every image without label 1 in test (a list to screen with a trained model); "
+                             "no training/validation split")
     _add_split_arguments(folder)
     folder.set_defaults(_build_datalist=_run_folder)
 
@@ -898,7 +907,7 @@ def _run_folder(args: argparse.Namespace) -> int:
     summary = build_folder_datalist(args.image_dir, args.out, mask_dir=args.mask_dir, mask_suffix=args.mask_suffix,
                                     labels_csv=args.labels, val_fraction=args.val_fraction,
                                     test_fraction=args.test_fraction, seed=args.seed, base_dir=args.base_dir,
-                                    name=args.name)
+                                    name=args.name, test_only=args.test_only)
     print(summary.format())
     return 0
 

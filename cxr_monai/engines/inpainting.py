@@ -567,8 +567,11 @@ class InpaintingInference:
         return {"image": stem, "kind": kind, "patch": patch, "path": relative, "note": note}
 
     def _write_patches(self, stem: str, samples: Sequence[Mapping[str, Any]]) -> list[dict]:
-        if not samples:
+        if self.patch_transform is None:
             return []
+        if not samples:
+            return [self._row(stem, "skipped", note="no patches: the patch transform gave none for this image "
+                              "(e.g. box-centred patches of an image without boxes)")]
         patches = stack_patches(samples, self.image_key)
         centres = inpaint_centres(self.generator, patches, self.hole_size, self.fill_value, self.overlap,
                                   self.batch_size, self.device, self.amp)

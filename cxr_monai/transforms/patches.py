@@ -369,6 +369,9 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
     y_max]`` in image pixels), ``box_label`` (when ``data[label_key]`` exists), ``patch_center`` and
     ``patch_box``.
 
+    An entry without boxes is an error (a box-centred test set needs them) unless ``allow_missing_boxes``: then it
+    gives no patches, so inference can run over images that carry no annotation.
+
     Example::
 
         BoxCenteredPatchd(keys="image", box_key="boxes", label_key="box_labels", patch_size=128)
@@ -383,9 +386,11 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
         center_key: str = "patch_center",
         patch_box_key: str = "patch_box",
         allow_missing_keys: bool = False,
+        allow_missing_boxes: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.box_key, self.label_key = box_key, label_key
+        self.allow_missing_boxes = allow_missing_boxes
         self.center_key, self.patch_box_key = center_key, patch_box_key
         self.patcher = BoxCenteredPatch(patch_size)
 
@@ -396,8 +401,12 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
             return [d]
         source, ref_shape = _reference_shape(d, keys)
         if d.get(self.box_key) is None:
+            if self.allow_missing_boxes:
+                return []
             raise KeyError(f"{source}: no '{self.box_key}' in the data to centre patches on.")
         boxes = as_box_array(d[self.box_key], source, name=f"'{self.box_key}'")
+        if len(boxes) == 0 and self.allow_missing_boxes:
+            return []
         starts = self.patcher.patch_starts(ref_shape, boxes, source)
         labels = d.get(self.label_key) if self.label_key is not None else None
         if labels is not None and len(labels) != len(boxes):
