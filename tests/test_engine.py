@@ -157,6 +157,27 @@ def test_resume_continues_to_the_same_iteration_count(tmp_path):
     assert set(generator_weights) == set(resumed.state.g_network.state_dict())
 
 
+def test_resume_with_amp_from_a_run_without_it(tmp_path, caplog):
+    """A checkpoint's disabled grad scalers ({}) do not stop a run resumed with AMP (an enabled scaler)."""
+    scalers = ["g_scaler", "d_scaler"]
+    first = _trainer(_batches(2), max_epochs=1)
+    ResumableCheckpoint(tmp_path, state_attributes=["g_network", "g_optimizer", *scalers]).attach(first)
+    first.run()
+    assert torch.load(latest_checkpoint(tmp_path), weights_only=True)["g_scaler"] == {}
+
+    resumed = _trainer(_batches(2), max_epochs=2)
+    for name in scalers:  # what the trainer makes on CUDA with amp=True; a CPU scaler behaves the same here
+        setattr(resumed.state, name, torch.amp.GradScaler("cpu", init_scale=1024.0))
+    ckpt = ResumableCheckpoint(tmp_path, state_attributes=["g_network", "g_optimizer", *scalers])
+    ckpt.attach(resumed)
+    resumed.add_event_handler(Events.STARTED, lambda e: e.terminate())
+    with caplog.at_level("INFO"):
+        resumed.run()
+    assert ckpt.resumed_from.name == "checkpoint_2.pt" and resumed.state.iteration == 2
+    assert resumed.state.g_scaler.get_scale() == 1024.0
+    assert any("'g_scaler' was saved without AMP" in message for message in caplog.messages)
+
+
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     data = _batches(4)
     trainer = _trainer(data, max_epochs=1)

@@ -141,7 +141,14 @@ class ResumableCheckpoint:
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects(self._objects(engine), state)
+        objects = self._objects(engine)
+        for name, obj in list(objects.items()):
+            # A run without AMP saves its disabled scaler as {}; an enabled one refuses that, so a run resumed
+            # with AMP (e.g. a CPU or --use_amp false run continued on a GPU) starts its scaler afresh.
+            if isinstance(obj, torch.amp.GradScaler) and obj.is_enabled() and state.get(name) == {}:
+                engine.logger.info(f"{path}: '{name}' was saved without AMP; it starts from its initial scale")
+                del objects[name]
+        Checkpoint.load_objects(objects, state)
         # a resumed run may be asked to go further than the one that wrote the checkpoint
         engine.state.max_epochs = max(max_epochs or 0, engine.state.max_epochs or 0)
         self.resumed_from = path
