@@ -287,7 +287,9 @@ def _write_phantom_like(tmp_path: Path, bbox_header: str) -> Path:
     (root / "BBox_List_2017.csv").write_text(f"{bbox_header}\np_003.dcm,Nodule,10,20,30,40\n"
                                              "p_003.dcm,Effusion,100.5,150,20.25,10\n")
     for index, _, _ in rows:
-        if index.endswith(".dcm"):
+        if index == "p_003.dcm":  # the boxed image: its size is read, so a real (1024 px) DICOM
+            shutil.copy(next((SHARED_DATA / "real-samples" / "siim").glob("*.dcm")), root / "images" / index)
+        elif index.endswith(".dcm"):
             (root / "images" / index).write_bytes(FAKE_DICOM)
         else:
             shutil.copy(NIH_SAMPLES / "00027426_000.png", root / "images" / index)
@@ -313,6 +315,34 @@ def test_nih_builder_reads_plain_csv_in_nih_layout(tmp_path, bbox_header):
         [f"images/p_00{i}.{'png' if i in (1, 4) else 'dcm'}" for i in (0, 1, 2, 4, 6, 7)]
     files = load_datalist(root / "datalist.json", "test_unhealthy", base_dir=root)
     assert files[0]["image"] == str(root / "images" / "p_003.dcm")
+
+
+@needs_nih
+def test_nih_builder_scales_boxes_of_resized_copies_and_rejects_boxes_outside(tmp_path):
+    """A 512 px copy of a released (1024 px) image gets its boxes halved; a box off the image rejects it."""
+    (tmp_path / "images").mkdir()
+    for name in ("00000001_000.png", "00000002_000.png", "00000003_000.png"):
+        shutil.copy(NIH_SAMPLES / "00000001_000.png", tmp_path / "images" / name)  # 512 x 512
+    entry, bbox = tmp_path / "entry.csv", tmp_path / "bbox.csv"
+    entry.write_text(f"{NIH_ENTRY_HEADER}\n" + "".join(
+        f"0000000{i}_000.png,{finding},0,{i},50,F,PA,2500,2048,0.14,0.14\n"
+        for i, finding in ((1, "Mass"), (2, "Nodule"), (3, "No Finding"))))
+    bbox.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000001_000.png,Mass,600,500,300,350\n"
+                    "00000002_000.png,Nodule,100,100,20,20\n")
+    out = tmp_path / "nih.json"
+    summary = build_nih_datalist(entry, bbox, tmp_path / "images", out, val_fraction=0.0, test_fraction=0.0)
+    boxed = {e["image"]: e["boxes"] for e in json.loads(out.read_text())["test_unhealthy"]}
+    assert boxed == {"00000001_000.png": [[300.0, 250.0, 450.0, 425.0]], "00000002_000.png": [[50.0, 50.0, 60.0, 60.0]]}
+    assert any("2 boxed images are not 1024 px" in note for note in summary.notes)
+
+    summary = build_nih_datalist(entry, bbox, tmp_path / "images", out, val_fraction=0.0, test_fraction=0.0,
+                                 box_image_size=None)  # coordinates kept: the first box leaves the 512 px image
+    assert [e["image"] for e in json.loads(out.read_text())["test_unhealthy"]] == ["00000002_000.png"]
+    [rejected] = summary.rejected
+    assert rejected.path.endswith("00000001_000.png") and "outside the 512x512 px image" in rejected.reason
+    assert _cli(["nih", "--data-entry", str(entry), "--bbox-list", str(bbox), "--image-dir", str(tmp_path / "images"),
+                 "--out", str(out), "--box-image-size", "0", "--val-fraction", "0", "--test-fraction", "0"]) == 0
+    assert len(json.loads(out.read_text())["test_unhealthy"]) == 1
 
 
 def test_nih_builder_reports_bad_csv(tmp_path):

@@ -277,6 +277,6 @@ def test_nih_datalist_builder_reads_the_phantom_csvs(phantom_dir, tmp_path):
 
     out = tmp_path / "nih.json"
     build_nih_datalist(phantom_dir / "Data_Entry_2017.csv", phantom_dir / "BBox_List_2017.csv",
-                       phantom_dir / "images", out, base_dir=phantom_dir)
+                       phantom_dir / "images", out, base_dir=phantom_dir, box_image_size=SIZE)
     ours, theirs = _datalist(phantom_dir)["test_unhealthy"], json.loads(out.read_text())["test_unhealthy"]
     assert {e["image"]: e["boxes"] for e in theirs} == {e["image"]: e["boxes"] for e in ours}

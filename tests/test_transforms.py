@@ -143,6 +143,9 @@ def test_resize_errors_name_the_files():
     data = {"image": meta_image(np.zeros((100, 80)), "a.png"), "lung_mask": meta_image(np.zeros((90, 80)), "m.png")}
     with pytest.raises(ValueError, match=r"m.png.*a.png"):
         ResizeToWorkingResolutiond(keys=["image", "lung_mask"], mode=["bilinear", "nearest-exact"])(data)
+    boxes_for_twice_the_size = {"image": data["image"], "boxes": [[100, 120, 150, 190]]}  # image is 80 x 100 px
+    with pytest.raises(ValueError, match=r"a.png: 'boxes' .* beyond the 80x100 px image"):
+        ResizeToWorkingResolutiond(keys="image", box_keys="boxes", longest_side=200)(boxes_for_twice_the_size)
 
 
 def test_scale_boxes_uses_x_for_columns():
@@ -421,6 +424,9 @@ def test_box_centred_patches():
         BoxCenteredPatchd(keys="image")({**data, "box_labels": ["Nodule"]})
     with pytest.raises(ValueError, match="sick.png: no boxes"):
         BoxCenteredPatchd(keys="image")({**data, "boxes": []})
+    with pytest.raises(ValueError, match=r"sick.png: 'boxes' \[\[590.0, 100.0, 700.0, 200.0\]\] reach beyond the 600x512"):
+        BoxCenteredPatchd(keys="image")({**data, "boxes": [[590, 100, 700, 200]], "box_labels": None})
+    assert len(BoxCenteredPatchd(keys="image")({**data, "boxes": [[500, 400, 600.5, 512.5]], "box_labels": None})) == 1
     with pytest.raises(KeyError, match="sick.png: no 'boxes'"):
         BoxCenteredPatchd(keys="image")({"image": image})
     lenient = BoxCenteredPatchd(keys="image", allow_missing_boxes=True)

@@ -46,6 +46,8 @@ from typing import Any, NamedTuple
 import jsonschema
 import numpy as np
 
+from cxr_monai.io import CXRReadError, stored_size
+
 __all__ = [
     "DEFAULT_TEST_FRACTION",
     "DEFAULT_VAL_FRACTION",
@@ -76,6 +78,8 @@ NIH_HEALTHY = "No Finding"
 # BBox_List_2017 says "Infiltrate" where Data_Entry says "Infiltration"; box_labels use the Data_Entry
 # names so that every box label is one of the image's findings.
 NIH_BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
+#: Side in pixels of the images the NIH BBox list's coordinates refer to (the released PNGs are 1024 x 1024).
+NIH_BOX_IMAGE_SIZE = 1024
 # Paths the loader joins with base_dir; every other key is returned exactly as stored.
 PATH_KEYS = ("image", "lung_mask", "lesion_mask")
 
@@ -390,6 +394,25 @@ def _read_nih_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[list[fl
     return dict(boxes)
 
 
+def _boxes_in_stored_pixels(
+    path: Path, boxes: list[list[float]], box_image_size: int | None
+) -> tuple[list[list[float]], str | None]:
+    """``boxes`` (listed for ``box_image_size`` px square images) in the stored pixels of ``path``, and the
+    reason to reject the image (``None`` when every box lies inside it)."""
+    try:
+        width, height = stored_size(path)
+    except CXRReadError as error:
+        return boxes, str(error).removeprefix(f"{path}: ")
+    if box_image_size and (width, height) != (box_image_size, box_image_size):
+        scale_x, scale_y = width / box_image_size, height / box_image_size
+        boxes = [[box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y] for box in boxes]
+    for box in boxes:
+        if box[0] >= width or box[1] >= height or box[2] > width + 1 or box[3] > height + 1:
+            return boxes, (f"box {[round(v, 1) for v in box]} lies outside the {width}x{height} px image; "
+                           "are the BBox coordinates for images of another size (--box-image-size)?")
+    return boxes, None
+
+
 class _ImageLocator:
     """Finds images by file name anywhere under ``image_dir`` (flat or NIH's ``images_001/images/``)."""
 
@@ -428,6 +451,7 @@ def build_nih_datalist(
     seed: int = 0,
     check_images: bool = True,
     base_dir: str | os.PathLike | None = None,
+    box_image_size: int | None = NIH_BOX_IMAGE_SIZE,
 ) -> DatalistSummary:
     """Build the context-encoder datalist of NIH ChestX-ray14 (or of phantoms written in its CSV layout).
 
@@ -445,6 +469,10 @@ def build_nih_datalist(
       drawn before the checks, so an image lands in the same split whichever other files are missing.
       With ``check_images=False`` nothing is checked and images not found get the flat path
       ``<image_dir>/<Image Index>``.
+    - ``box_image_size``: side of the square images the BBox list's coordinates refer to (1024: the NIH
+      release; a phantom set's ``size``). With ``check_images``, a boxed image stored at another size (a resized
+      copy of the release) gets its boxes scaled to its stored pixels, and one whose boxes still leave the image
+      is rejected; ``None`` keeps the coordinates as listed.
     - Paths are relative to ``base_dir`` (default: ``image_dir``). No patient ID is written.
 
     >>> summary = build_nih_datalist("Data_Entry_2017_v2020.csv.gz", "BBox_List_2017.csv.gz",
@@ -483,7 +511,7 @@ def build_nih_datalist(
     locator = _ImageLocator(image_dir, check_images)
     document: dict[str, Any] = {key: [] for key in SPLIT_KEYS}
     members: dict[str, list[_NihImage]] = {key: [] for key in SPLIT_KEYS}
-    labels_outside_findings = 0
+    labels_outside_findings = rescaled = 0
     assigned = [(split_of_patient[image.patient], image) for image in healthy]
     assigned += [("test_unhealthy", image) for image in unhealthy]
     for key, image in assigned:
@@ -494,7 +522,14 @@ def build_nih_datalist(
         entry: dict[str, Any] = {"image": posixpath.join(prefix, rel_path)}
         if key == "test_unhealthy":
             boxes = boxes_by_index[image.index]
-            entry.update(label=1, findings=list(image.findings), boxes=[box for box, _ in boxes],
+            box_list = [box for box, _ in boxes]
+            if check_images:
+                box_list, problem = _boxes_in_stored_pixels(image_dir / rel_path, box_list, box_image_size)
+                if problem is not None:
+                    _reject(rejected, (image_dir / rel_path).as_posix(), problem)
+                    continue
+                rescaled += box_list != [box for box, _ in boxes]
+            entry.update(label=1, findings=list(image.findings), boxes=box_list,
                          box_labels=[label for _, label in boxes])
             labels_outside_findings += sum(label not in image.findings for _, label in boxes)
         else:
@@ -511,6 +546,9 @@ def build_nih_datalist(
         notes.append(f"test holds the {boxed_patient_images} healthy images of the patients with boxed images")
     if labels_outside_findings:
         notes.append(f"{labels_outside_findings} box labels are not among their image's Finding Labels")
+    if rescaled:
+        notes.append(f"{rescaled} boxed images are not {box_image_size} px (the size the BBox list refers to): "
+                     "their boxes were scaled to the stored pixels")
 
     view_text = f", View Position {wanted_view} only" if wanted_view else ""
     where = f"the image directory '{image_dir.name}'" if not prefix else f"the directory holding '{prefix}'"
@@ -868,6 +906,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nih.add_argument("--view", default=None, metavar="VIEW", help="keep one View Position, e.g. PA")
     nih.add_argument("--allow-missing-images", action="store_true",
                      help="do not check the image files (build the list before the download)")
+    nih.add_argument("--box-image-size", type=int, default=NIH_BOX_IMAGE_SIZE, metavar="PX",
+                     help="side of the images the BBox list's coordinates refer to: boxed images stored at another "
+                          f"size get their boxes scaled (default {NIH_BOX_IMAGE_SIZE}, the NIH release; phantoms: "
+                          "their --size; 0 keeps the coordinates as listed)")
     _add_split_arguments(nih)
     nih.set_defaults(_build_datalist=_run_nih)
 
@@ -898,7 +940,7 @@ def _run_nih(args: argparse.Namespace) -> int:
     summary = build_nih_datalist(args.data_entry, args.bbox_list, args.image_dir, args.out, view=args.view,
                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                                  seed=args.seed, check_images=not args.allow_missing_images,
-                                 base_dir=args.base_dir)
+                                 base_dir=args.base_dir, box_image_size=args.box_image_size or None)
     print(summary.format())
     return 0
 

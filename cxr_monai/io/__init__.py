@@ -12,6 +12,7 @@ from cxr_monai.io.reader import (
     LoadCXRImaged,
     is_cxr_file,
     read_cxr,
+    stored_size,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "LoadCXRImaged",
     "read_cxr",
     "is_cxr_file",
+    "stored_size",
     "SUFFIXES",
     "META_KEYS",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "LoadCXRImaged",
     "read_cxr",
     "is_cxr_file",
+    "stored_size",
     "SUFFIXES",
     "META_KEYS",
 ]
@@ -347,6 +348,31 @@ def _decode(path: PathLike, apply_voi: bool = True) -> CXRImage:
         return _read_pillow(path, "jpeg")
     if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
         return _read_dicom(path, head, apply_voi)  # a .dcm without the 128-byte preamble: try the bare data set
+    raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
+
+
+def stored_size(path: PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file's stored pixels, read from its header without decoding the pixels.
+
+    Raises :class:`CXRReadError` naming the file when it is not a PNG, JPEG or DICOM file with a readable size.
+
+    >>> stored_size("00000001_000.png")  # doctest: +SKIP
+    (1024, 1024)
+    """
+    try:
+        head = _file_head(path)
+    except OSError as e:
+        raise _fail(path, f"cannot open file ({e.strerror or e})") from e
+    try:
+        if head.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE)):
+            with Image.open(path) as pil:
+                return pil.size
+        if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_dicom_preamble(head),
+                                 specific_tags=["Rows", "Columns"])
+            return int(ds.Columns), int(ds.Rows)
+    except Exception as e:
+        raise _fail(path, f"cannot read the image size from the header ({type(e).__name__}: {e})") from e
     raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
 
 

@@ -23,7 +23,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
-from cxr_monai.transforms.utils import as_box_array, source_name, to_2d_numpy
+from cxr_monai.transforms.utils import as_box_array, source_name, spatial_shape_2d, to_2d_numpy
 
 __all__ = [
     "DEFAULT_LUNG_LAYOUT",
@@ -337,7 +337,10 @@ class LungBoxesd(MapTransform):
         d = dict(data)
         image_source = source_name(d.get(self.image_key), d, self.image_key)
         if d.get(self.boxes_key) is not None:
-            boxes, origin = as_box_array(d[self.boxes_key], image_source, name=f"'{self.boxes_key}'"), "datalist"
+            image = d.get(self.image_key)
+            shape = spatial_shape_2d(image, image_source) if image is not None else None
+            boxes = as_box_array(d[self.boxes_key], image_source, name=f"'{self.boxes_key}'", spatial_shape=shape)
+            origin = "datalist"
         elif self.mask_key is not None and d.get(self.mask_key) is not None:
             mask = d[self.mask_key]
             boxes, origin = self.from_mask(mask, source_name(mask, d, self.mask_key)), "mask"

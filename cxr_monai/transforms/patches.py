@@ -149,7 +149,7 @@ class RandLungPatch(Randomizable, Transform, MultiSampleTrait):
             raise ValueError(f"{source}: image {height}x{width} px is smaller than the {self.patch_size} px patch.")
         if lung_boxes is None:
             raise ValueError(f"{source}: lung boxes are required to sample patch centres.")
-        boxes = as_box_array(lung_boxes, source, name="lung boxes")
+        boxes = as_box_array(lung_boxes, source, name="lung boxes", spatial_shape=(height, width))
         if len(boxes) == 0:
             raise ValueError(f"{source}: no lung boxes to sample patch centres from.")
         ranges = _pixel_ranges(boxes, (height, width), self.patch_size)
@@ -253,7 +253,7 @@ class BoxCenteredPatch(Transform, MultiSampleTrait):
         height, width = (int(s) for s in spatial_shape)
         if height < self.patch_size[0] or width < self.patch_size[1]:
             raise ValueError(f"{source}: image {height}x{width} px is smaller than the {self.patch_size} px patch.")
-        box_array = as_box_array(boxes, source)
+        box_array = as_box_array(boxes, source, spatial_shape=(height, width))
         if len(box_array) == 0:
             raise ValueError(f"{source}: no boxes to centre patches on.")
         box_centers = np.stack([box_array[:, [1, 3]].mean(1), box_array[:, [0, 2]].mean(1)], axis=1)  # row, col
@@ -404,7 +404,7 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
             if self.allow_missing_boxes:
                 return []
             raise KeyError(f"{source}: no '{self.box_key}' in the data to centre patches on.")
-        boxes = as_box_array(d[self.box_key], source, name=f"'{self.box_key}'")
+        boxes = as_box_array(d[self.box_key], source, name=f"'{self.box_key}'", spatial_shape=ref_shape)
         if len(boxes) == 0 and self.allow_missing_boxes:
             return []
         starts = self.patcher.patch_starts(ref_shape, boxes, source)

@@ -214,7 +214,7 @@ class ResizeToWorkingResolutiond(MapTransform):
             d[key] = self.resizer(d[key], spatial_size=new_shape, mode=mode)
         for key in self.box_keys:
             if key in d and d[key] is not None:
-                boxes = as_box_array(d[key], ref_source, name=f"'{key}'")
+                boxes = as_box_array(d[key], ref_source, name=f"'{key}'", spatial_shape=old_shape)
                 d[key] = scale_boxes(boxes, old_shape, new_shape)
         return d
 

@@ -44,11 +44,14 @@ def to_2d_numpy(img: Any, source: str = "<in-memory array>") -> np.ndarray:
     return array[0] if array.shape[0] == 1 else array.max(axis=0)
 
 
-def as_box_array(boxes: Any, source: str = "<in-memory array>", name: str = "boxes") -> np.ndarray:
+def as_box_array(
+    boxes: Any, source: str = "<in-memory array>", name: str = "boxes", spatial_shape: Sequence[int] | None = None
+) -> np.ndarray:
     """Boxes ``[[x_min, y_min, x_max, y_max], ...]`` (lists, arrays or tensors) as a float32 ``(N, 4)`` array.
 
     Raises ``ValueError`` naming ``source`` for a wrong shape, non-finite values or an empty box
-    (``x_max <= x_min`` or ``y_max <= y_min``).
+    (``x_max <= x_min`` or ``y_max <= y_min``), and, given the image's ``spatial_shape`` ``(H, W)``, for a box
+    reaching more than a pixel beyond the image (typically boxes meant for another size of the image).
 
     >>> as_box_array([[10, 20, 30, 40]]).tolist()
     [[10.0, 20.0, 30.0, 40.0]]
@@ -72,4 +75,14 @@ def as_box_array(boxes: Any, source: str = "<in-memory array>", name: str = "box
             f"{source}: {name} {array[empty].tolist()} are empty (x_max <= x_min or y_max <= y_min); "
             "boxes are [x_min, y_min, x_max, y_max] with x = column."
         )
+    if spatial_shape is not None:
+        height, width = (int(v) for v in spatial_shape[-2:])
+        size = np.asarray([width, height], dtype=np.float32)
+        outside = ((array < -1.0).any(axis=1) | (array[:, :2] >= size).any(axis=1)
+                   | (array[:, 2:] > size + 1.0).any(axis=1))
+        if outside.any():
+            raise ValueError(
+                f"{source}: {name} {array[outside].tolist()} reach beyond the {width}x{height} px image (width x "
+                "height); boxes are in the pixels of the image as stored (were they given for another size?)."
+            )
     return array
