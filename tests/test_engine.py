@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 
 from cxr_monai.engines import ContextEncoderTrainer, GanPhase, GanSchedule, NanGuard, ResumableCheckpoint
-from cxr_monai.engines.handlers import latest_checkpoint
+from cxr_monai.engines.handlers import atomic_torch_save, latest_checkpoint
 from cxr_monai.networks import ContextDiscriminator, ContextEncoder
 from cxr_monai.transforms import border_weight_map
 
@@ -108,6 +109,20 @@ def test_each_phase_updates_only_its_networks():
     assert out3["loss"] == pytest.approx(0.998 * out3["l2"] + 0.002 * out3["g_adv"], rel=1e-4)
 
 
+def test_loss_is_g_objective_in_the_joint_phase_even_when_g_skips():
+    """With g_every=2 the joint phase's ``loss`` is G's objective or nan, never D's loss (one curve, one meaning)."""
+    trainer = _trainer(_batches(4), max_epochs=3, schedule=GanSchedule(g_l2_epochs=1, d_only_epochs=1, g_every=2))
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
+    trainer.run()
+    d_only, joint = outputs[4:8], outputs[8:]
+    assert all(o["loss"] == o["d_loss"] for o in d_only)
+    assert [o["update_g"] for o in joint] == [False, True, False, True]
+    for o in joint:
+        expected = 0.998 * o["l2"] + 0.002 * o["g_adv"] if o["update_g"] else float("nan")
+        assert o["loss"] == pytest.approx(expected, rel=1e-4, nan_ok=True)
+
+
 def test_l2_warmup_reduces_reconstruction_loss():
     data = _batches(1, batch_size=8)
     trainer = _trainer(data, max_epochs=30, schedule=GanSchedule(g_l2_epochs=30, d_only_epochs=0), lr=1e-3)
@@ -157,6 +172,34 @@ def test_resume_continues_to_the_same_iteration_count(tmp_path):
     assert set(generator_weights) == set(resumed.state.g_network.state_dict())
 
 
+def _run_until(trainer, iteration):
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda e: e.terminate())
+    trainer.run()
+
+
+def test_fresh_start_sets_old_checkpoints_aside_and_resume_keeps_pruning(tmp_path):
+    """resume=False never leaves an earlier run's checkpoints to be resumed later; n_saved counts files on disk."""
+    attributes = ["g_network", "g_optimizer"]
+    old = _trainer(_batches(4), max_epochs=3)
+    ResumableCheckpoint(tmp_path, state_attributes=attributes, save_every=2).attach(old)
+    old.run()
+    assert [p.name for p in sorted(tmp_path.glob("checkpoint_*.pt"))] == ["checkpoint_10.pt", "checkpoint_12.pt"]
+
+    fresh = _trainer(_batches(4), max_epochs=3)
+    ResumableCheckpoint(tmp_path, state_attributes=attributes, save_every=2, resume=False).attach(fresh)
+    _run_until(fresh, 5)  # killed mid-run
+    assert latest_checkpoint(tmp_path).name == "checkpoint_4.pt"
+    [previous] = tmp_path.glob("previous_*")
+    assert sorted(p.name for p in previous.iterdir()) == ["checkpoint_10.pt", "checkpoint_12.pt"]
+
+    resumed = _trainer(_batches(4), max_epochs=3)
+    ckpt = ResumableCheckpoint(tmp_path, state_attributes=attributes, save_every=2)
+    ckpt.attach(resumed)
+    resumed.run()
+    assert ckpt.resumed_from.name == "checkpoint_4.pt" and resumed.state.iteration == 12
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_10.pt", "checkpoint_12.pt"]
+
+
 def test_resume_with_amp_from_a_run_without_it(tmp_path, caplog):
     """A checkpoint's disabled grad scalers ({}) do not stop a run resumed with AMP (an enabled scaler)."""
     scalers = ["g_scaler", "d_scaler"]
@@ -176,6 +219,41 @@ def test_resume_with_amp_from_a_run_without_it(tmp_path, caplog):
     assert ckpt.resumed_from.name == "checkpoint_2.pt" and resumed.state.iteration == 2
     assert resumed.state.g_scaler.get_scale() == 1024.0
     assert any("'g_scaler' was saved without AMP" in message for message in caplog.messages)
+
+
+def test_atomic_save_is_readable_by_others_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "models" / "model.pt"
+    atomic_torch_save({"w": torch.ones(2)}, path)
+    assert path.stat().st_mode & 0o044 == 0o044 and torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    with pytest.raises(Exception):
+        atomic_torch_save({"bad": lambda: None}, path)  # a lambda cannot be pickled
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
+
+
+def _nan_guard_rank(rank: int, world_size: int, init_file: str, results: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        def step(engine, batch):  # rank 1's loss goes NaN at the second iteration, rank 0's never does
+            return {"loss": float("nan") if (rank, engine.state.iteration) == (1, 2) else 1.0}
+
+        engine = Engine(step)
+        NanGuard(["loss"]).attach(engine)
+        try:
+            engine.run(range(4), max_epochs=1)
+            outcome = f"finished at {engine.state.iteration}"
+        except FloatingPointError as error:
+            outcome = f"stopped at {engine.state.iteration}: {error}"
+        Path(results, f"rank{rank}.txt").write_text(outcome)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_nan_guard_stops_every_rank_together(tmp_path):
+    """One rank's NaN stops all ranks at that iteration (none goes on to checkpoint or hang at a collective)."""
+    torch.multiprocessing.spawn(_nan_guard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    rank0, rank1 = ((tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1))
+    assert rank1.startswith("stopped at 2: non-finite loss at iteration 2") and "loss=nan" in rank1
+    assert rank0.startswith("stopped at 2: non-finite loss at iteration 2") and "on another rank" in rank0
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):

@@ -139,8 +139,8 @@ class ContextEncoderTrainer(AdversarialTrainer):
     :class:`GanSchedule` decide which network steps.
 
     ``engine.state.output`` holds the tensors (``image`` = masked input, ``label`` = real centre, ``pred`` =
-    inpainted centre) and plain floats for logging: ``loss`` (G's objective, or D's loss in the D-only
-    phase), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value`` (V(G, D)), ``d_real`` (mean D(x)), ``d_fake``
+    inpainted centre) and plain floats for logging: ``loss`` (G's objective; D's loss in the D-only
+    phase; ``nan`` in a joint iteration where G does not step), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value`` (V(G, D)), ``d_real`` (mean D(x)), ``d_fake``
     (mean D(G(x))) and ``update_g``/``update_d``.
     Values not computed in a phase are ``nan`` so curves show gaps instead of stale numbers.
 
@@ -297,10 +297,10 @@ class ContextEncoderTrainer(AdversarialTrainer):
             state.d_scaler.update()
             d_loss = d_loss_real.detach() + d_loss_fake.detach()
             out["d_loss"] = d_loss.item()
-            if not update_g:
+            if phase is GanPhase.D_ONLY:  # G never steps there; in the joint phase `loss` stays G's objective
                 out[CommonKeys.LOSS] = out["d_loss"]
             out.update({k: v.item() for k, v in gan_diagnostics(real_logits, fake_logits).items()})
         if CommonKeys.LOSS not in out:
-            out[CommonKeys.LOSS] = nan  # neither network stepped this iteration (balancing)
+            out[CommonKeys.LOSS] = nan  # G did not step this iteration (balancing, g_every > 1)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return out

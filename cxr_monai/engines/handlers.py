@@ -6,7 +6,9 @@ import logging
 import math
 import os
 import re
+import stat
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,23 +33,38 @@ _CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: readers never see half a file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: readers never see half a file.
+
+    Group and others may read the file, as Ignite's ``DiskSaver`` does for checkpoints (a temporary file is
+    0600), so a model written as root in a container stays readable on the host; a failed save leaves no
+    temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        torch.save(obj, tmp)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            torch.save(obj, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+            os.chmod(tmp.name, os.stat(tmp.name).st_mode | stat.S_IRGRP | stat.S_IROTH)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
+
+
+def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of the ``checkpoint_<iteration>.pt`` files in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_PATTERN.match(p.name)))
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The ``checkpoint_<iteration>.pt`` with the highest iteration in ``directory``, or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_PATTERN.match(p.name))]
-    return max(found)[1] if found else None
+    found = _checkpoints(Path(directory))
+    return found[-1][1] if found else None
 
 
 class ResumableCheckpoint:
@@ -57,7 +74,9 @@ class ResumableCheckpoint:
     named in ``state_attributes`` (networks, optimisers, grad scalers: anything with a ``state_dict``). It is
     written atomically by Ignite's :class:`DiskSaver` (rank 0 only under torch.distributed; DDP wrappers are
     unwrapped) and loads with ``torch.load(weights_only=True)``. With ``resume=True`` a run killed at any point
-    restarts from its newest checkpoint and finishes with the same number of iterations. ``model_path``
+    restarts from its newest checkpoint and finishes with the same number of iterations, and the checkpoints
+    already on disk count towards ``n_saved``. With ``resume=False`` the checkpoints of an earlier run are moved
+    into ``previous_<UTC time>/`` in ``save_dir`` (kept, but never resumed from by mistake). ``model_path``
     additionally gets the plain ``state_dict`` of the object named ``model_key`` (the bundle's
     ``models/model.pt``) at each epoch end.
 
@@ -119,8 +138,22 @@ class ResumableCheckpoint:
                 n_saved=self.n_saved,
                 global_step_transform=lambda eng, _: eng.state.iteration,
             )
-        if self.resume:
+        existing = _checkpoints(self.save_dir)
+        if existing and not self.resume:
+            self._set_aside(engine, [path for _, path in existing])
+        elif existing:
+            self._checkpoint.load_state_dict({"_saved": [(iteration, path.name) for iteration, path in existing]})
             self.load_latest(engine)
+
+    def _set_aside(self, engine: Engine, paths: Sequence[Path]) -> None:
+        if _is_rank0():
+            folder = self.save_dir / time.strftime("previous_%Y%m%d-%H%M%S", time.gmtime())
+            folder.mkdir(exist_ok=True)
+            for path in paths:
+                os.replace(path, folder / path.name)
+            engine.logger.warning(f"resume is off: moved the {len(paths)} checkpoints of an earlier run to {folder}")
+        if _is_distributed():
+            torch.distributed.barrier()  # no rank goes on before they are out of the way
 
     def _save(self, engine: Engine) -> None:
         last = self._checkpoint.last_checkpoint if self._checkpoint else None
@@ -160,7 +193,10 @@ class NanGuard:
 
     Attach it before the checkpoint handler (Ignite runs handlers in attach order), so the newest checkpoint
     on disk is the last good one. ``output_keys`` are read from ``engine.state.output``; a key whose value is
-    ``nan`` because its network was not updated this iteration (see ``skip_if``) is not checked.
+    ``nan`` because its network was not updated this iteration (see ``skip_if``) is not checked. Under
+    torch.distributed every rank stops at the same iteration when any rank's loss is not finite (one all-reduce of
+    a flag per iteration): DistributedDataParallel has averaged that rank's gradients into all of them, and a
+    rank that went on would checkpoint the poisoned weights, then hang at its next collective.
 
     Example::
 
@@ -195,16 +231,19 @@ class NanGuard:
             value = float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)
             if not math.isfinite(value):
                 bad[key] = value
-        if bad:
-            where = ""
-            if self.checkpoint_dir is not None:
-                latest = latest_checkpoint(self.checkpoint_dir)
-                where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was written yet"
-            raise FloatingPointError(
-                f"non-finite loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
-                f"{', '.join(f'{k}={v}' for k, v in bad.items())}{where}. Lower the learning rate, check the "
-                "input intensities, or resume from the checkpoint with a different seed."
-            )
+        if not (_any_rank(bool(bad)) if _is_distributed() else bad):
+            return
+        where = ""
+        if self.checkpoint_dir is not None:
+            latest = latest_checkpoint(self.checkpoint_dir)
+            where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was written yet"
+        what = (", ".join(f"{k}={v}" for k, v in bad.items()) if bad else
+                "on another rank (see its log)")
+        raise FloatingPointError(
+            f"non-finite loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {what}{where}. "
+            "Lower the learning rate, check the input intensities, or resume from the checkpoint with a different "
+            "seed."
+        )
 
 
 class ImageGridSaver:
@@ -277,10 +316,20 @@ class ImageGridSaver:
         self.written.append(path)
 
 
+def _is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (a collective: every rank must call it)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    value = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def _is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
+    return not _is_distributed() or torch.distributed.get_rank() == 0
 
 
 
