@@ -94,11 +94,15 @@ def heatmap_overlay(
 
 
 def save_png(image: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save ``(H, W)`` floats in [0, 1] or uint8, or ``(H, W, 3)`` uint8, as a PNG; creates the folder."""
+    """Save ``(H, W)`` or ``(1, H, W)`` floats in [0, 1] or uint8 (numpy or torch), or ``(H, W, 3)`` uint8, as a PNG;
+    creates the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = _to_numpy(image) if not (isinstance(image, np.ndarray) and image.dtype == np.uint8) else image
-    if array.dtype != np.uint8:
-        array = to_uint8(np.squeeze(array))
+    if image.dtype in (np.uint8, torch.uint8):
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    else:
+        array = to_uint8(image)
+    if array.ndim == 3 and array.shape[0] == 1:  # (1, H, W): one channel, channel first
+        array = array[0]
     Image.fromarray(array).save(path)
     return path
