@@ -158,6 +158,18 @@ def test_log_report_to_mlflow_sqlite(tmp_path, tracking_uri):
         log_report_to_mlflow(report, str(tmp_path / "mlruns"))
 
 
+def test_log_report_honours_mlflow_tracking_uri_like_monai(tmp_path, tracking_uri, monkeypatch):
+    from mlflow import MlflowClient
+
+    report = evaluate_inpainting(GreyGenerator(), patches_around(0.5, 2, seed=1), patches_around(0.8, 2, seed=2),
+                                 "cpu")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    elsewhere = tmp_path / "bundle_default.db"
+    run_id = log_report_to_mlflow(report, f"sqlite:///{elsewhere.as_posix()}", "ce_env_test")
+    assert MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics["eval_n_healthy"] == 2
+    assert not elsewhere.exists()
+
+
 @pytest.fixture(scope="module")
 def phantom_datalist(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")

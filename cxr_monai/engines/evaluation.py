@@ -343,7 +343,9 @@ def log_report_to_mlflow(
     created in ``experiment_name`` (created if missing, artifacts under ``<db folder>/mlruns`` for a
     ``sqlite:///`` store, as MONAI's handler does) and closed. ``files`` are the paths from :func:`write_report`;
     when ``None`` the files are written to a temporary folder for the upload. The URI must be a database or server
-    URI (``sqlite:///...``): MLflow 3 refuses its file store. Returns the run id.
+    URI (``sqlite:///...``): MLflow 3 refuses its file store. ``MLFLOW_TRACKING_URI``, when set, takes precedence
+    over ``tracking_uri``, as in MONAI's ``MLFlowHandler``, so the table lands in the store the training run
+    went to. Returns the run id.
 
     Example::
 
@@ -352,6 +354,7 @@ def log_report_to_mlflow(
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise ValueError(f"tracking_uri {tracking_uri!r} is an MLflow file store, which MLflow 3 refuses; use "
                          "sqlite:///<absolute path>/mlruns.db (monai.utils.path_to_sqlite_uri) or a server URI.")
