@@ -386,6 +386,15 @@ def test_image_file_problem(tmp_path):
         assert problem == expected if expected is None else problem.startswith(expected), (name, problem)
     assert image_file_problem(tmp_path / "absent.png") == "missing"
     assert image_file_problem(tmp_path).startswith("unreadable")
+    siim = next((SHARED_DATA / "real-samples" / "siim").glob("*.dcm"), None)
+    if siim is not None:  # a bare data set (no preamble) named .dcm reads, so the builders take it
+        import pydicom
+
+        pydicom.dcmread(siim).save_as(tmp_path / "bare.dcm", implicit_vr=False, little_endian=True)
+        assert (tmp_path / "bare.dcm").read_bytes()[128:132] != b"DICM"
+        assert image_file_problem(tmp_path / "bare.dcm") is None
+        (tmp_path / "bare.png").write_bytes((tmp_path / "bare.dcm").read_bytes())
+        assert image_file_problem(tmp_path / "bare.png").startswith("not a PNG, JPEG or DICOM")
 
 
 def test_split_groups():

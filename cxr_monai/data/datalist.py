@@ -150,8 +150,9 @@ def image_file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` is not a usable PNG, JPEG or DICOM file, or ``None`` when it looks right.
 
     Cheap, no decode: the file must be non-empty, start with the PNG signature, the JPEG SOI marker or carry
-    ``DICM`` at byte 128, and a PNG must end with its IEND chunk, a JPEG with its EOI marker (both are lost
-    when a download is cut short).
+    ``DICM`` at byte 128 (or, named ``.dcm``, be a bare DICOM data set with an image size, as the reader
+    accepts), and a PNG must end with its IEND chunk, a JPEG with its EOI marker (both are lost when a download
+    is cut short).
 
     >>> image_file_problem("/nonexistent.png")
     'missing'
@@ -174,7 +175,13 @@ def image_file_problem(path: str | os.PathLike) -> str | None:
                 return None
             if head[_DICOM_PREAMBLE:] == b"DICM":
                 return None
-            return f"not a PNG, JPEG or DICOM Part 10 file: starts with {head[:8]!r}"
+        if Path(path).suffix.lower() in (".dcm", ".dicom"):  # a bare data set, as the reader accepts it
+            try:
+                stored_size(path)
+                return None
+            except CXRReadError:
+                pass
+        return f"not a PNG, JPEG or DICOM file: starts with {head[:8]!r}"
     except FileNotFoundError:
         return "missing"
     except OSError as error:
