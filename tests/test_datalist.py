@@ -390,7 +390,9 @@ def test_image_file_problem(tmp_path):
     if siim is not None:  # a bare data set (no preamble) named .dcm reads, so the builders take it
         import pydicom
 
-        pydicom.dcmread(siim).save_as(tmp_path / "bare.dcm", implicit_vr=False, little_endian=True)
+        dataset = pydicom.dcmread(siim)
+        dataset.preamble = None
+        dataset.save_as(tmp_path / "bare.dcm", implicit_vr=False, little_endian=True)
         assert (tmp_path / "bare.dcm").read_bytes()[128:132] != b"DICM"
         assert image_file_problem(tmp_path / "bare.dcm") is None
         (tmp_path / "bare.png").write_bytes((tmp_path / "bare.dcm").read_bytes())
