@@ -197,6 +197,9 @@ def test_boxes_from_real_lung_masks():
             cols = cols + half.start
             tight = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]  # the lung of this half, exactly
             np.testing.assert_array_equal(box, tight, err_msg=str(path))
+    inverted = ~(np.asarray(Image.open(masks[0]).convert("L")) > 127)
+    with pytest.raises(ValueError, match=r"1-mask.png: the lung mask marks 72% of the image as lung.*inverted"):
+        LungBoxesFromMask()(meta_image(inverted, str(masks[0])))
 
 
 def lung_fraction_and_coverage(boxes: np.ndarray, lung: np.ndarray) -> tuple[float, float]:

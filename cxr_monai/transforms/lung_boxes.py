@@ -83,7 +83,8 @@ def _split_at_waist(component: np.ndarray, source: str) -> list[list[float]]:
 
 
 def lung_boxes_from_mask(
-    lung_mask: np.ndarray, source: str = "<in-memory array>", min_area_ratio: float = 0.1
+    lung_mask: np.ndarray, source: str = "<in-memory array>", min_area_ratio: float = 0.1,
+    max_lung_fraction: float = 0.75,
 ) -> np.ndarray:
     """Boxes of the two lungs in a 2-D boolean mask, ordered by x.
 
@@ -92,13 +93,21 @@ def lung_boxes_from_mask(
     across the mediastinum), that component is split at its narrowest column in its middle third. A mask of
     one genuine lung is split as well: the two boxes then still cover exactly that lung.
 
-    Raises ``ValueError`` naming ``source`` when the mask is empty.
+    Raises ``ValueError`` naming ``source`` when the mask is empty, or when all four image corners or more than
+    ``max_lung_fraction`` of the image are lung (lungs cover well under half of a radiograph and never the
+    corners): an inverted mask, or compression noise counted as lung.
 
     >>> mask = np.zeros((10, 10), bool); mask[2:8, 1:4] = True; mask[2:9, 6:9] = True
     >>> lung_boxes_from_mask(mask).tolist()
     [[1.0, 2.0, 4.0, 8.0], [6.0, 2.0, 9.0, 9.0]]
     """
     lung = np.asarray(lung_mask, dtype=bool)
+    if lung.size and (lung.mean() > max_lung_fraction or lung[[0, 0, -1, -1], [0, -1, 0, -1]].all()):
+        raise ValueError(
+            f"{source}: the lung mask marks {lung.mean():.0%} of the image as lung, image corners included: is it "
+            "inverted (lungs must be the non-zero pixels) or lossy-compressed (noise above the threshold; use "
+            "threshold 0.5)?"
+        )
     labels, count = ndimage.label(lung, structure=_EIGHT_CONNECTED)
     if count == 0:
         raise ValueError(f"{source}: the lung mask is empty (no lung pixel); cannot place lung boxes.")
@@ -123,20 +132,22 @@ class LungBoxesFromMask(Transform):
             whatever the reader's scaling (the CXR reader maps a 0/1 8-bit PNG to 0 and 1/255); use 0.5
             for masks with lossy-compression noise or soft (resampled) edges.
         min_area_ratio: a second component smaller than this fraction of the largest is ignored.
+        max_lung_fraction: more lung than this fraction of the image is an error (inverted or noisy mask).
 
     Example::
 
         boxes = LungBoxesFromMask()(lung_mask)  # (1, H, W) -> [[x0, y0, x1, y1] image-left lung, [...] right]
     """
 
-    def __init__(self, threshold: float = 0.0, min_area_ratio: float = 0.1) -> None:
+    def __init__(self, threshold: float = 0.0, min_area_ratio: float = 0.1, max_lung_fraction: float = 0.75) -> None:
         self.threshold = threshold
         self.min_area_ratio = min_area_ratio
+        self.max_lung_fraction = max_lung_fraction
 
     def __call__(self, lung_mask: Any, source: str | None = None) -> np.ndarray:
         source = source or source_name(lung_mask)
         mask = to_2d_numpy(lung_mask, source) > self.threshold
-        return lung_boxes_from_mask(mask, source, self.min_area_ratio)
+        return lung_boxes_from_mask(mask, source, self.min_area_ratio, self.max_lung_fraction)
 
 
 class HeuristicLungBoxes(Transform):
