@@ -230,6 +230,22 @@ def test_atomic_save_is_readable_by_others_and_leaves_nothing_on_failure(tmp_pat
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
 
 
+def test_checkpoint_refuses_non_finite_weights(tmp_path):
+    """Weights poisoned while every loss was finite (e.g. a step on infinite gradients) never reach a checkpoint."""
+    trainer = _trainer(_batches(4), max_epochs=1)
+
+    def poison(engine):
+        if engine.state.iteration == 2:
+            with torch.no_grad():
+                next(engine.state.g_network.parameters())[0] = float("inf")
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, poison)  # runs before the checkpoint handler
+    ResumableCheckpoint(tmp_path, state_attributes=["g_network"], save_every=1).attach(trainer)
+    with pytest.raises(FloatingPointError, match=r"non-finite weights in 'g_network' at iteration 2.*checkpoint_1\.pt"):
+        trainer.run()
+    assert latest_checkpoint(tmp_path).name == "checkpoint_1.pt"
+
+
 def _nan_guard_rank(rank: int, world_size: int, init_file: str, results: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:

@@ -76,7 +76,8 @@ class ResumableCheckpoint:
     unwrapped) and loads with ``torch.load(weights_only=True)``. With ``resume=True`` a run killed at any point
     restarts from its newest checkpoint and finishes with the same number of iterations, and the checkpoints
     already on disk count towards ``n_saved``. With ``resume=False`` the checkpoints of an earlier run are moved
-    into ``previous_<UTC time>/`` in ``save_dir`` (kept, but never resumed from by mistake). ``model_path``
+    into ``previous_<UTC time>/`` in ``save_dir`` (kept, but never resumed from by mistake). Networks with a
+    non-finite weight are never saved: the run stops with a ``FloatingPointError`` instead. ``model_path``
     additionally gets the plain ``state_dict`` of the object named ``model_key`` (the bundle's
     ``models/model.pt``) at each epoch end.
 
@@ -160,7 +161,20 @@ class ResumableCheckpoint:
         # iteration and epoch-end events can coincide; one file per iteration is enough
         if last is not None and Path(str(last)).name == f"checkpoint_{engine.state.iteration}.pt":
             return
+        self._check_finite(engine)
         self._checkpoint(engine)
+
+    def _check_finite(self, engine: Engine) -> None:
+        # A step on infinite gradients can poison the weights while the loss that produced them was finite, so
+        # the loss guard alone cannot keep such a state out of a checkpoint. Every rank holds the same weights
+        # under DDP, so every rank reaches the same verdict.
+        for name, obj in self.to_save.items():
+            if isinstance(obj, torch.nn.Module) and not all(bool(p.isfinite().all()) for p in obj.parameters()):
+                latest = latest_checkpoint(self.save_dir)
+                raise FloatingPointError(
+                    f"non-finite weights in '{name}' at iteration {engine.state.iteration}: not checkpointing them; "
+                    + (f"the last good checkpoint is {latest}." if latest else "no checkpoint was written yet.")
+                )
 
     def _save_model(self, engine: Engine) -> None:
         if _is_rank0():
