@@ -34,6 +34,18 @@ def test_preview_writes_the_image_as_read(tmp_path, capsys):
     assert "MONOCHROME2" in printed and "lungs should look dark" in printed
 
 
+def test_preview_warns_about_unscaled_12_bit_png(tmp_path, capsys):
+    twelve_bit = np.tile(np.linspace(0, 4000, 40), (30, 1)).astype(np.uint16)  # raw 12-bit values in a 16-bit PNG
+    Image.fromarray(twelve_bit).save(tmp_path / "raw12.png")
+    assert run_preview(tmp_path / "raw12.png", "--out", tmp_path / "out.png") == 0
+    printed = capsys.readouterr().out
+    assert "values:       0.000 .. 0.061" in printed
+    assert "warning:      this 16-bit PNG never exceeds 4000 of 65535" in printed
+    Image.fromarray((twelve_bit * 16).astype(np.uint16)).save(tmp_path / "scaled.png")  # what PNG expects
+    assert run_preview(tmp_path / "scaled.png", "--out", tmp_path / "out.png") == 0
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_preview_downscales_keeping_aspect(tmp_path):
     Image.fromarray(np.full((300, 200), 77, dtype=np.uint8)).save(tmp_path / "in.png")
     assert run_preview(tmp_path / "in.png", "--out", tmp_path / "out.png", "--max-size", "60") == 0

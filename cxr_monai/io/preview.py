@@ -24,6 +24,7 @@ from cxr_monai.io.reader import CXRReadError, read_cxr
 __all__ = ["add_arguments", "run", "to_uint8_preview"]
 
 EXIT_BAD_INPUT = 2
+_TWELVE_BIT_MAX = 4095 / 65535
 
 
 def _positive_int(text: str) -> int:
@@ -76,7 +77,17 @@ def _describe(path: Path, image: np.ndarray, meta: dict[str, Any]) -> list[str]:
         f"spacing:      {spacing_text}",
         f"photometric:  {photometric}",
         f"intensity:    {meta['intensity_mapping']} -> [0, 1]",
+        f"values:       {image.min():.3f} .. {image.max():.3f} (1st-99th percentile "
+        f"{np.percentile(image, 1):.3f} .. {np.percentile(image, 99):.3f})",
     ]
+
+
+def _warnings(image: np.ndarray, meta: dict[str, Any]) -> list[str]:
+    if meta["format"] == "png" and meta["bits_stored"] == 16 and 0 < image.max() <= _TWELVE_BIT_MAX:
+        return [f"warning:      this 16-bit PNG never exceeds {round(image.max() * 65535)} of 65535: probably "
+                "12-bit values stored unscaled (PNG expects them scaled to 16 bits), which read nearly black; "
+                "rescale the files (x 16) before training"]
+    return []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.out}: cannot write the preview ({e})", file=sys.stderr)
         return 1
 
-    print("\n".join(_describe(args.image, image, meta)))
+    print("\n".join(_describe(args.image, image, meta) + _warnings(image, meta)))
     print(f"wrote:        {args.out} ({preview.shape[0]} x {preview.shape[1]}, 8-bit grey)")
     print("check:        lungs should look dark and bones bright; if not, the file's intensity metadata is off")
     return 0
