@@ -740,8 +740,8 @@ def build_folder_datalist(
     split = ("every image in test (to screen or evaluate, not to train on)" if test_only else
              f"split per image (seed {seed}, validation {val_fraction:g}, test {test_fraction:g})")
     description = (
-        f"Folder datalist: {', '.join(sources)}; {split}. Paths are relative to the dataset directory '{base_dir.name}': pass it as "
-        "base_dir (bundles: --dataset_dir)."
+        f"Folder datalist: {', '.join(sources)}; {split}. Paths are relative to the dataset directory "
+        f"'{base_dir.name}': pass it as base_dir (bundles: --dataset_dir)."
     )
     splits = {key: SplitCounts(len(document[key])) for key in SPLIT_KEYS}
     return _finish({"name": name or image_dir.name, "description": description, **document}, out_path, splits,

@@ -139,9 +139,9 @@ class ContextEncoderTrainer(AdversarialTrainer):
     :class:`GanSchedule` decide which network steps.
 
     ``engine.state.output`` holds the tensors (``image`` = masked input, ``label`` = real centre, ``pred`` =
-    inpainted centre) and plain floats for logging: ``loss`` (G's objective; D's loss in the D-only
-    phase; ``nan`` in a joint iteration where G does not step), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value`` (V(G, D)), ``d_real`` (mean D(x)), ``d_fake``
-    (mean D(G(x))) and ``update_g``/``update_d``.
+    inpainted centre) and plain floats for logging: ``loss`` (G's objective; D's loss in the D-only phase;
+    ``nan`` in a joint iteration where G does not step), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value``
+    (V(G, D)), ``d_real`` (mean D(x)), ``d_fake`` (mean D(G(x))) and ``update_g``/``update_d``.
     Values not computed in a phase are ``nan`` so curves show gaps instead of stale numbers.
 
     Args:

@@ -140,21 +140,21 @@ class ResumableCheckpoint:
                 global_step_transform=lambda eng, _: eng.state.iteration,
             )
         existing = _checkpoints(self.save_dir)
-        if existing and not self.resume:
+        if not self.resume:
             self._set_aside(engine, [path for _, path in existing])
         elif existing:
             self._checkpoint.load_state_dict({"_saved": [(iteration, path.name) for iteration, path in existing]})
             self.load_latest(engine)
 
     def _set_aside(self, engine: Engine, paths: Sequence[Path]) -> None:
-        if _is_rank0():
+        if paths and _is_rank0():
             folder = self.save_dir / time.strftime("previous_%Y%m%d-%H%M%S", time.gmtime())
             folder.mkdir(exist_ok=True)
             for path in paths:
                 os.replace(path, folder / path.name)
             engine.logger.warning(f"resume is off: moved the {len(paths)} checkpoints of an earlier run to {folder}")
         if _is_distributed():
-            torch.distributed.barrier()  # no rank goes on before they are out of the way
+            torch.distributed.barrier()  # every rank, whatever it sees on disk: none goes on before the move
 
     def _save(self, engine: Engine) -> None:
         last = self._checkpoint.last_checkpoint if self._checkpoint else None
@@ -251,8 +251,7 @@ class NanGuard:
         if self.checkpoint_dir is not None:
             latest = latest_checkpoint(self.checkpoint_dir)
             where = f"; the last good checkpoint is {latest}" if latest else "; no checkpoint was written yet"
-        what = (", ".join(f"{k}={v}" for k, v in bad.items()) if bad else
-                "on another rank (see its log)")
+        what = ", ".join(f"{k}={v}" for k, v in bad.items()) if bad else "on another rank (see its log)"
         raise FloatingPointError(
             f"non-finite loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {what}{where}. "
             "Lower the learning rate, check the input intensities, or resume from the checkpoint with a different "
