@@ -264,6 +264,27 @@ def _nan_guard_rank(rank: int, world_size: int, init_file: str, results: str) ->
         torch.distributed.destroy_process_group()
 
 
+def _fresh_start_rank(rank: int, world_size: int, init_file: str, save_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        engine = Engine(lambda engine, batch: {"loss": 1.0})
+        ResumableCheckpoint(save_dir, {"net": torch.nn.Linear(2, 2)}, save_every=1, resume=False).attach(engine)
+        engine.run(range(3), max_epochs=1)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_fresh_start_under_torch_distributed_moves_old_checkpoints_once(tmp_path):
+    save_dir = tmp_path / "ckpt"
+    save_dir.mkdir()
+    for iteration in (7, 8):
+        torch.save({"net": {}}, save_dir / f"checkpoint_{iteration}.pt")
+    torch.multiprocessing.spawn(_fresh_start_rank, args=(2, str(tmp_path / "init"), str(save_dir)), nprocs=2)
+    [previous] = save_dir.glob("previous_*")
+    assert sorted(p.name for p in previous.iterdir()) == ["checkpoint_7.pt", "checkpoint_8.pt"]
+    assert sorted(p.name for p in save_dir.glob("checkpoint_*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
+
+
 def test_nan_guard_stops_every_rank_together(tmp_path):
     """One rank's NaN stops all ranks at that iteration (none goes on to checkpoint or hang at a collective)."""
     torch.multiprocessing.spawn(_nan_guard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
