@@ -16,7 +16,7 @@ comparison would not be of the same maths and the benchmark stops.
 Goal (issue #3, item 11): ``engine / hand loop <= 1.00``, i.e. the engine adds no overhead beyond noise.
 
     python bench/bench_train_step.py                       # small widths (16/256/16), batch 40, CPU
-    python bench/bench_train_step.py --device cuda --amp --channels-last --batch-size 60 --paper
+    python bench/bench_train_step.py --device cuda --amp --channels-last --batch-size 60 --widths paper
     python bench/bench_train_step.py --quick               # seconds; checks that it runs
 """
 
@@ -120,13 +120,14 @@ class PlainLoop:
 
     def __init__(self, nets: Networks, device: torch.device, amp: bool, channels_last: bool, bookkeeping: bool):
         self.nets, self.device, self.bookkeeping = nets, device, bookkeeping
-        self.amp = amp and device.type == "cuda"  # the engine autocasts on CUDA only
+        self.amp = amp  # autocast in the device's default dtype (float16 on CUDA), as the engine does
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        scaled = amp and torch.get_autocast_dtype(device.type) == torch.float16
+        self.g_scaler = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.d_scaler = torch.amp.GradScaler(device.type, enabled=scaled)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda") if self.amp else contextlib.nullcontext()
+        return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
 
     def step(self, batch: Batch) -> dict[str, float] | None:
         g, d, g_opt, d_opt = self.nets.g, self.nets.d, self.nets.g_opt, self.nets.d_opt
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=4, help="iterations per timed run (default: 4)")
     parser.add_argument("--widths", choices=sorted(WIDTHS), default="small",
                         help="network widths: small (G 16/256, D 16) or paper (G 128/4096, D 128; slow on CPU)")
-    parser.add_argument("--amp", action="store_true", help="autocast + GradScaler on both sides (CUDA only)")
+    parser.add_argument("--amp", action="store_true", help="autocast on both sides, with GradScaler where its dtype is float16 (CUDA; a CPU autocasts to bfloat16)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format on both sides")
     args = parser.parse_args(argv)
     device = resolve_device(parser, args.device)
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch": f"{args.batch_size} patches 1x{PATCH}x{PATCH}, hole {HOLE}",
         "timing": f"{args.iterations} iterations per run; {args.repeats} interleaved rounds, each run timed after "
                   "2 warm-up runs (torch.utils.benchmark.Timer)",
-        "amp / channels-last": f"{args.amp and device.type == 'cuda'} / {args.channels_last}",
+        "amp / channels-last": f"{args.amp} / {args.channels_last}",
     })
 
     batches = make_batches(args.iterations, args.batch_size)

@@ -64,6 +64,54 @@ def test_channels_last_trains_the_same_as_contiguous():
                                equal_nan=True)
 
 
+def _amp_run(trainer, checkpoint_dir=None):
+    """Run ``trainer``; returns the ``(l2, d_loss, g_adv)`` of each iteration and the dtypes G's forwards gave."""
+    outputs, seen = [], []
+    trainer.state.g_network.register_forward_hook(lambda module, args, output: outputs.append(output.dtype))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+    if checkpoint_dir is not None:
+        ResumableCheckpoint(checkpoint_dir, state_attributes=["g_network", "g_scaler", "d_scaler"]).attach(trainer)
+    trainer.run()
+    return torch.tensor([[out[key] for key in ("l2", "d_loss", "g_adv")] for out in seen]), set(outputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_amp_iteration_on_the_cpu(tmp_path, dtype):
+    """The GPU's AMP path run on the CPU: forwards autocast to ``dtype``, float16 steps go through enabled grad
+    scalers whose state is checkpointed, the weights stay float32 and every phase's losses track float32's."""
+    reference, _ = _amp_run(_trainer(_batches(2), max_epochs=3))
+    trainer = _trainer(_batches(2), max_epochs=3, amp=True, amp_kwargs={"dtype": dtype})
+    scaled = dtype == torch.float16
+    assert trainer.state.g_scaler.is_enabled() == scaled and trainer.state.d_scaler.is_enabled() == scaled
+    if scaled:  # a scale at which these nets' float16 gradients do not overflow: no step is skipped
+        for name in ("g_scaler", "d_scaler"):
+            setattr(trainer.state, name, torch.amp.GradScaler("cpu", init_scale=1024.0))
+    losses, forward_dtypes = _amp_run(trainer, tmp_path)
+    assert forward_dtypes == {dtype}
+    assert all(p.dtype == torch.float32 for p in trainer.state.g_network.parameters())
+    saved = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert (saved["g_scaler"] != {}) == scaled and (saved["d_scaler"] != {}) == scaled
+    assert losses.shape == (6, 3) and torch.isfinite(losses).sum() == torch.isfinite(reference).sum() == 12
+    # bfloat16 keeps 8 bits of mantissa and D's steps compound it; a skipped or mis-scaled step is off by far more
+    torch.testing.assert_close(losses, reference, rtol=0.1, atol=1e-3, equal_nan=True)
+
+
+def test_float16_overflow_skips_the_step_and_halves_the_scale():
+    """At GradScaler's default 2**16 the discriminator's float16 gradients overflow: those D steps are skipped
+    (D unchanged, the same batch scores the same) and the scale halves until it fits, as it would on a GPU."""
+    trainer = _trainer(_batches(2), max_epochs=3, amp=True, amp_kwargs={"dtype": torch.float16},
+                       schedule=GanSchedule(g_l2_epochs=1, d_only_epochs=2))
+    scales = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: scales.append(e.state.d_scaler.get_scale()))
+    losses, _ = _amp_run(trainer)
+    d_losses, skipped = losses[2:, 1], [a > b for a, b in zip([65536.0, *scales[2:]], scales[2:])]
+    assert skipped[:2] == [True, True] and all(torch.isfinite(d_losses))
+    for i in range(2, len(d_losses)):  # batch i and i - 2 are the same; D only changed if a step between ran
+        if skipped[i - 2] and skipped[i - 1]:
+            assert d_losses[i] == d_losses[i - 2]
+    assert all(torch.isfinite(p).all() for p in trainer.state.d_network.parameters())
+
+
 def test_schedule_phases_and_balancing():
     s = GanSchedule(g_l2_epochs=2, d_only_epochs=4, g_every=2, d_every=1)
     assert [s.phase(e) for e in (1, 2, 3, 6, 7, 90)] == [GanPhase.G_L2] * 2 + [GanPhase.D_ONLY] * 2 + [
@@ -208,16 +256,14 @@ def test_resume_with_amp_from_a_run_without_it(tmp_path, caplog):
     first.run()
     assert torch.load(latest_checkpoint(tmp_path), weights_only=True)["g_scaler"] == {}
 
-    resumed = _trainer(_batches(2), max_epochs=2)
-    for name in scalers:  # what the trainer makes on CUDA with amp=True; a CPU scaler behaves the same here
-        setattr(resumed.state, name, torch.amp.GradScaler("cpu", init_scale=1024.0))
+    resumed = _trainer(_batches(2), max_epochs=2, amp=True, amp_kwargs={"dtype": torch.float16})
     ckpt = ResumableCheckpoint(tmp_path, state_attributes=["g_network", "g_optimizer", *scalers])
     ckpt.attach(resumed)
     resumed.add_event_handler(Events.STARTED, lambda e: e.terminate())
     with caplog.at_level("INFO"):
         resumed.run()
     assert ckpt.resumed_from.name == "checkpoint_2.pt" and resumed.state.iteration == 2
-    assert resumed.state.g_scaler.get_scale() == 1024.0
+    assert resumed.state.g_scaler.is_enabled() and resumed.state.g_scaler.get_scale() == 2.0**16
     assert any("'g_scaler' was saved without AMP" in message for message in caplog.messages)
 
 

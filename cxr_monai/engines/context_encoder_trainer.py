@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 import torch
-from monai.engines import AdversarialTrainer
+from monai.engines import AdversarialTrainer, Workflow
 from monai.engines.utils import IterationEvents
 from monai.utils import AdversarialKeys, CommonKeys
 from torch.optim import Optimizer
@@ -149,6 +149,10 @@ class ContextEncoderTrainer(AdversarialTrainer):
             defaults to :class:`cxr_monai.losses.ContextEncoderLoss` with the paper's 0.998 / 0.002.
         d_loss_function: :class:`cxr_monai.losses.AdversarialBCELoss` (BCE on logits).
         schedule: the :class:`GanSchedule`.
+        amp: mixed precision on the engine's device: ``torch.autocast(device.type, **amp_kwargs)`` around the
+            forward passes (float16 on CUDA, bfloat16 on a CPU, unless ``amp_kwargs`` names a ``dtype``), and
+            gradient scaling (``g_scaler``/``d_scaler``) when that dtype is float16. The bundle turns it on with
+            CUDA only; a CPU run with float16 exercises the same code as a GPU run.
         channels_last: use channels-last memory format (effective on CUDA with AMP).
         Other arguments as :class:`monai.engines.AdversarialTrainer`.
     """
@@ -197,19 +201,27 @@ class ContextEncoderTrainer(AdversarialTrainer):
             train_handlers=train_handlers,
             key_train_metric=key_train_metric,
             additional_metrics=additional_metrics,
-            amp=amp,
+            amp=False,  # the parent would make deprecated CUDA-only scalers; ours are made below
             decollate=decollate,
             optim_set_to_none=optim_set_to_none,
             **kwargs,
         )
         self.schedule = schedule or GanSchedule()
-        # GradScaler is a no-op (enabled=False) without CUDA, so the same code path runs everywhere.
-        use_scaler = bool(self.amp) and torch.device(device).type == "cuda"
-        self.state.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.state.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.amp = bool(amp)
+        # A disabled GradScaler is a no-op, so the same iteration runs with and without AMP.
+        device_type = torch.device(device).type
+        use_scaler = self.amp and self.amp_dtype() == torch.float16
+        self.state.g_scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
+        self.state.d_scaler = torch.amp.GradScaler(device_type, enabled=use_scaler)
         if self.channels_last:
             g_network.to(memory_format=torch.channels_last)
             d_network.to(memory_format=torch.channels_last)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train (continuing from the current state if called again), as :meth:`monai.engines.Trainer.run`."""
+        # Skips Trainer.run, whose only addition is a CUDA-only `self.scaler` this engine never uses (its
+        # g_scaler/d_scaler live in the state); on a CPU with AMP that scaler would only warn.
+        Workflow.run(self)
 
     def _complete_state_dict_user_keys(self) -> None:
         # The engine's own state_dict stays counters only (iteration, epoch_length, max_epochs): networks,
@@ -217,9 +229,14 @@ class ContextEncoderTrainer(AdversarialTrainer):
         # only and load with torch.load(weights_only=True).
         return
 
+    def amp_dtype(self) -> torch.dtype:
+        """The dtype autocast runs the networks in when ``amp`` is set (``amp_kwargs['dtype']`` or the device's)."""
+        device_type = torch.device(self.state.device).type
+        return self.amp_kwargs.get("dtype") or torch.get_autocast_dtype(device_type)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp and torch.device(self.state.device).type == "cuda":
-            return torch.autocast("cuda", **self.amp_kwargs)
+        if self.amp:
+            return torch.autocast(torch.device(self.state.device).type, **self.amp_kwargs)
         return contextlib.nullcontext()
 
     def _iteration(self, engine: ContextEncoderTrainer, batchdata: Mapping[str, Any]) -> dict[str, Any]:
