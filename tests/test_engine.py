@@ -248,6 +248,21 @@ def test_fresh_start_sets_old_checkpoints_aside_and_resume_keeps_pruning(tmp_pat
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_10.pt", "checkpoint_12.pt"]
 
 
+def test_resume_with_another_epoch_length_keeps_the_checkpoints_and_says_so(tmp_path, caplog):
+    """Resumed on another GPU count (here: a loader of 4 batches instead of 2), the run keeps the epoch length its
+    schedule was planned with, finishes the planned iterations and warns with both lengths."""
+    first = _trainer(_batches(2), max_epochs=3)
+    ResumableCheckpoint(tmp_path, state_attributes=["g_network", "g_optimizer"], save_every=1).attach(first)
+    _run_until(first, 3)  # killed in its second epoch
+
+    resumed = _trainer(_batches(4), max_epochs=3)
+    ResumableCheckpoint(tmp_path, state_attributes=["g_network", "g_optimizer"]).attach(resumed)
+    with caplog.at_level("WARNING"):
+        resumed.run()
+    assert resumed.state.epoch_length == 2 and resumed.state.iteration == 6
+    assert any("of 2 iterations an epoch; this one's data gives 4" in m for m in caplog.messages)
+
+
 def test_resume_with_amp_from_a_run_without_it(tmp_path, caplog):
     """A checkpoint's disabled grad scalers ({}) do not stop a run resumed with AMP (an enabled scaler)."""
     scalers = ["g_scaler", "d_scaler"]

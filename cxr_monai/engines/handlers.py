@@ -187,7 +187,7 @@ class ResumableCheckpoint:
         if path is None:
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
-        max_epochs = engine.state.max_epochs
+        max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
         objects = self._objects(engine)
         for name, obj in list(objects.items()):
             # A run without AMP saves its disabled scaler as {}; an enabled one refuses that, so a run resumed
@@ -200,6 +200,14 @@ class ResumableCheckpoint:
         engine.state.max_epochs = max(max_epochs or 0, engine.state.max_epochs or 0)
         self.resumed_from = path
         engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}, epoch {engine.state.epoch}")
+        if epoch_length is not None and epoch_length != engine.state.epoch_length:
+            # Ignite keeps the checkpoint's epoch length, which places the schedule's phase boundaries and the
+            # end of the run; adopting the new one would move both under a run that is half done.
+            engine.logger.warning(
+                f"{path} was written by a run of {engine.state.epoch_length} iterations an epoch; this one's data "
+                f"gives {epoch_length} (another GPU count or datalist?). Going on with {engine.state.epoch_length} "
+                "so the run ends where it was planned to; --resume false starts afresh with the new length."
+            )
 
 
 class NanGuard:
