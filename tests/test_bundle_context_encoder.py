@@ -185,7 +185,7 @@ def test_torchrun_two_processes_one_mlflow_run(phantoms, tmp_path):
     out = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
     args = _command(["train.json", "small.json", "multi_gpu_train.json"], out, phantoms, tracking=True,
-                    **{**SHORT_RUN, "epoch_length": 2, "channels_last": True})  # channels_last: the CUDA default
+                    **{**SHORT_RUN, "epoch_length": 2, "channels_last": True, "use_amp": True})  # the CUDA defaults
     _run(args[1:] if args[0] == "-m" else args, tmp_path / "ddp.log", launcher=torchrun + ["-m"])
     final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
     assert final["engine"]["iteration"] == 6
@@ -195,3 +195,4 @@ def test_torchrun_two_processes_one_mlflow_run(phantoms, tmp_path):
     log = (tmp_path / "ddp.log").read_text()
     assert log.count("Engine run finished") >= 2  # both ranks trained
     assert "Grad strides do not match bucket view strides" not in log  # nets went channels-last before DDP
+    assert {"g_scaler", "d_scaler"} <= set(final) and final["g_scaler"] != {}  # float16 AMP, scaled, under DDP

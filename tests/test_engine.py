@@ -96,6 +96,11 @@ def test_amp_iteration_on_the_cpu(tmp_path, dtype):
     torch.testing.assert_close(losses, reference, rtol=0.1, atol=1e-3, equal_nan=True)
 
 
+def test_amp_refuses_a_dtype_autocast_would_ignore():
+    with pytest.raises(ValueError, match="not a mixed-precision dtype"):
+        _trainer(_batches(1), amp=True, amp_kwargs={"dtype": torch.float32})
+
+
 def test_float16_overflow_skips_the_step_and_halves_the_scale():
     """At GradScaler's default 2**16 the discriminator's float16 gradients overflow: those D steps are skipped
     (D unchanged, the same batch scores the same) and the scale halves until it fits, as it would on a GPU."""

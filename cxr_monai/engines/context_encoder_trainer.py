@@ -152,7 +152,7 @@ class ContextEncoderTrainer(AdversarialTrainer):
         amp: mixed precision on the engine's device: ``torch.autocast(device.type, **amp_kwargs)`` around the
             forward passes (float16 on CUDA, bfloat16 on a CPU, unless ``amp_kwargs`` names a ``dtype``), and
             gradient scaling (``g_scaler``/``d_scaler``) when that dtype is float16. The bundle turns it on with
-            CUDA only; a CPU run with float16 exercises the same code as a GPU run.
+            CUDA only (``use_amp``, dtype ``amp_dtype``); a CPU run with float16 exercises the same code.
         channels_last: use channels-last memory format (effective on CUDA with AMP).
         Other arguments as :class:`monai.engines.AdversarialTrainer`.
     """
@@ -208,6 +208,10 @@ class ContextEncoderTrainer(AdversarialTrainer):
         )
         self.schedule = schedule or GanSchedule()
         self.amp = bool(amp)
+        if self.amp and self.amp_dtype() not in (torch.float16, torch.bfloat16):
+            # torch.autocast only warns and runs in float32 for other dtypes
+            raise ValueError(f"amp_kwargs dtype {self.amp_dtype()} is not a mixed-precision dtype; use "
+                             "torch.float16 or torch.bfloat16.")
         # A disabled GradScaler is a no-op, so the same iteration runs with and without AMP.
         device_type = torch.device(device).type
         use_scaler = self.amp and self.amp_dtype() == torch.float16
