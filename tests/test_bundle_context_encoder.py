@@ -141,9 +141,13 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     report = json.loads((out / "evaluation" / "report.json").read_text())
     assert report["counts"]["healthy"] > 0 and report["counts"]["unhealthy"] > 0
     assert "| PSNR |" in (out / "evaluation" / "table.md").read_text()
+    image_counts = report["image_level"]["counts"]  # eval_image_level is on by default
+    assert image_counts["healthy"] > 0 and image_counts["unhealthy"] > 0
+    assert (out / "evaluation" / "per_image.csv").exists()
     client, runs = _runs(out)
     evaluate_runs = [r for r in runs if r.info.run_name == "evaluate"]
-    assert len(evaluate_runs) == 1 and "eval_healthy_psnr_mean" in evaluate_runs[0].data.metrics
+    assert len(evaluate_runs) == 1
+    assert {"eval_healthy_psnr_mean", "eval_image_auroc"} <= set(evaluate_runs[0].data.metrics)
 
     exported = tmp_path / "model.ts"
     _run(["-m", "monai.bundle", "ckpt_export", "--net_id", "generator_def", "--filepath", str(exported),

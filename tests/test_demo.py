@@ -33,7 +33,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
 def test_demo_prints_the_table_and_where_everything_is(demo_run):
     out, stdout = demo_run
     run_dir = out / "context_encoder"
-    assert "| PSNR |" in stdout and "Anomaly AUROC" in stdout
+    assert "| PSNR |" in stdout and "Anomaly AUROC" in stdout and "Image-level AUROC" in stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}" in stdout
     assert list((run_dir / "grids").glob("grid_epoch*.png"))
     assert list((run_dir / "inference" / "heatmaps").glob("*_overlay.png"))

@@ -21,8 +21,9 @@ from cxr_monai.engines.evaluation import (
     markdown_table,
     write_report,
 )
-from cxr_monai.engines.inpainting import to_network_range
+from cxr_monai.engines.inpainting import AnomalyHeatmapInferer, to_network_range
 from cxr_monai.io import LoadCXRImaged
+from cxr_monai.metrics import anomaly_auroc
 from cxr_monai.networks import ContextEncoder
 from cxr_monai.transforms import BoxCenteredPatchd, LungBoxesd, RandLungPatchd, ResizeToWorkingResolutiond
 
@@ -222,3 +223,53 @@ def test_evaluation_runner_on_phantoms(phantom_datalist, tmp_path, tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("ce_phantom").experiment_id])
     assert len(runs) == 2 and all(r.data.metrics["eval_n_unhealthy"] == 3 for r in runs)
+
+
+def test_image_level_evaluation_needs_no_lesion_boxes(phantom_datalist, tmp_path, tracking_uri):
+    """A labels-only dataset (abnormal images without boxes): no patch-level unhealthy set, yet an image-level
+    AUROC from full-image heatmaps; each score is the quantile of the heatmap over the image's lung mask."""
+    from mlflow import MlflowClient
+
+    healthy = load_datalist(phantom_datalist, "test")
+    unhealthy = [{k: v for k, v in entry.items() if k not in ("boxes", "box_labels")}
+                 for entry in load_datalist(phantom_datalist, "test_unhealthy")]
+    no_mask = {k: v for k, v in healthy[0].items() if k != "lung_mask"}
+    no_window = {**unhealthy[0], "image": unhealthy[0]["image"], "lung_boxes": [[0, 0, 20, 20]], "lung_mask": None}
+    no_window = {k: v for k, v in no_window.items() if v is not None}
+    inferer = AnomalyHeatmapInferer(stride=32, box_margin=32)
+    evaluation = InpaintingEvaluation(
+        GreyGenerator(), [*healthy, no_mask], [*unhealthy, no_window], preprocessing(),
+        RandLungPatchd(keys="image", box_key="lung_boxes", num_samples=2),
+        BoxCenteredPatchd(keys="image", box_key="boxes"), tmp_path, device="cpu",
+        tracking_uri=tracking_uri, experiment_name="ce_image_level", heatmap_inferer=inferer,
+        image_score_quantile=0.9,
+    )
+    report = evaluation.run()
+    assert report.auroc is None and report.counts["unhealthy"] == 0  # no boxes: no lesion-centred patches
+    image_level = report.image_level
+    assert image_level.counts == {"healthy": 3, "unhealthy": 2}
+    [skipped] = image_level.notes  # named by its stem (-2: the datalist holds its image twice), never its folder
+    assert skipped.startswith(f"unhealthy images: skipped {Path(no_window['image']).stem}-2: lung box [0.0, 0.0, 20.0")
+    assert "less than one 128 px window" in skipped and str(phantom_datalist.parent) not in skipped
+    scores = {"healthy": [], "unhealthy": []}
+    for row in image_level.per_image:
+        scores[row["set"]].append(row["image_score"])
+    assert image_level.auroc == pytest.approx(anomaly_auroc(scores["healthy"], scores["unhealthy"]))
+
+    # the grey generator's heatmap is |image - 0.5| wherever a hole reached; the score is its quantile in the lungs
+    data = preprocessing()(dict(unhealthy[0]))
+    heatmap = inferer(data["image"], GreyGenerator(), data["lung_boxes"]).heatmap
+    lungs = (data["lung_mask"][0] > 0.5) & torch.isfinite(heatmap)
+    expected = np.quantile((data["image"][0] - 0.5).abs()[lungs].numpy(), 0.9)
+    assert scores["unhealthy"][0] == pytest.approx(expected, rel=1e-5)
+    assert [row["region"] for row in image_level.per_image if row["set"] == "healthy"] == ["lung mask"] * 2 + [
+        "lung boxes"]
+
+    rows = list(csv.DictReader(open(tmp_path / "per_image.csv", newline="")))
+    assert [row["set"] for row in rows] == ["healthy"] * 3 + ["unhealthy"] * 2
+    assert "Image-level AUROC (abnormal vs healthy images" in (tmp_path / "table.md").read_text()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["image_level"]["auroc"] == pytest.approx(image_level.auroc)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("ce_image_level").experiment_id])
+    assert run.data.metrics["eval_n_unhealthy_images"] == 2 and "eval_image_auroc" in run.data.metrics

@@ -12,6 +12,7 @@ from cxr_monai.metrics import (
     ReconstructionMetrics,
     anomaly_auroc,
     anomaly_score,
+    image_anomaly_score,
     reconstruction_metrics,
     summarize,
 )
@@ -126,3 +127,22 @@ def test_cumulative_metrics_and_summary():
     metrics.reset()
     with pytest.raises(ValueError):
         metrics.aggregate()
+
+
+def test_image_anomaly_score_is_a_quantile_of_the_covered_pixels_in_the_region():
+    heatmap = np.arange(16, dtype=np.float64).reshape(4, 4)
+    heatmap[0, :] = np.nan  # no window reached the top row
+    region = np.zeros((1, 4, 4))  # a (C, H, W) lung mask, as the transforms give
+    region[0, :, :2] = 1
+    assert image_anomaly_score(heatmap, quantile=1.0) == 15.0
+    assert image_anomaly_score(heatmap, quantile=0.5) == pytest.approx(np.median(np.arange(4, 16)))
+    assert image_anomaly_score(heatmap, region, quantile=1.0) == 13.0  # columns 0-1 of rows 1-3
+    assert image_anomaly_score(torch.as_tensor(heatmap), torch.as_tensor(region), 0.0) == 4.0
+    with pytest.raises(ValueError, match="no covered pixel inside the region"):
+        image_anomaly_score(heatmap, np.pad(np.ones((1, 4)), ((0, 3), (0, 0))))
+    with pytest.raises(ValueError, match="no covered pixel"):
+        image_anomaly_score(np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="does not match"):
+        image_anomaly_score(heatmap, np.ones((3, 3)))
+    with pytest.raises(ValueError, match="quantile"):
+        image_anomaly_score(heatmap, quantile=95)

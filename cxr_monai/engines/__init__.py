@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from cxr_monai.engines.evaluation import (
+    ImageLevelReport,
+    ImageScores,
     InpaintingEvaluation,
     InpaintingReport,
     PatchSet,
+    collect_image_scores,
     collect_patches,
+    evaluate_images,
     evaluate_inpainting,
     log_report_to_mlflow,
     markdown_table,
@@ -37,12 +41,16 @@ from cxr_monai.engines.handlers import (
 __all__ = [
     "AnomalyHeatmap",
     "AnomalyHeatmapInferer",
+    "ImageLevelReport",
+    "ImageScores",
     "InpaintingEvaluation",
     "InpaintingInference",
     "InpaintingReport",
     "NoWindowError",
     "PatchSet",
+    "collect_image_scores",
     "collect_patches",
+    "evaluate_images",
     "evaluate_inpainting",
     "from_network_range",
     "inpaint_centres",

@@ -7,6 +7,11 @@ and *unhealthy* patches, one centred on each annotated box of the abnormal test 
 :mod:`cxr_monai.metrics` (MONAI ``PSNRMetric``/``MSEMetric``/``SSIMMetric`` on the ``hole_size`` centre, MSE and PSNR
 on the 0-255 scale) and the AUROC is scikit-learn's, with unhealthy patches as positives.
 
+Optionally, an image-level evaluation that needs no lesion boxes: each test image's full-image anomaly heatmap
+(:class:`~cxr_monai.engines.AnomalyHeatmapInferer`) is reduced to one score (a high quantile over the lungs,
+:func:`cxr_monai.metrics.image_anomaly_score`), and the AUROC of those scores separates the abnormal test images
+(every ``test_unhealthy`` image, boxed or not) from the healthy ones.
+
 Python::
 
     report = evaluate_inpainting(generator, healthy.patches, unhealthy.patches, device="cuda")
@@ -32,17 +37,36 @@ import numpy as np
 import torch
 from monai.utils import path_to_uri
 
-from cxr_monai.engines.inpainting import Generator, inpaint_centres, iterate_images, output_stem, stack_patches
-from cxr_monai.metrics import PSNR_MAX_DB, anomaly_auroc, anomaly_score, reconstruction_metrics, summarize
-from cxr_monai.transforms import CONTEXT_MEAN, CenterHole
+from cxr_monai.engines.inpainting import (
+    AnomalyHeatmapInferer,
+    Generator,
+    NoWindowError,
+    inpaint_centres,
+    iterate_images,
+    output_stem,
+    stack_patches,
+)
+from cxr_monai.metrics import (
+    PSNR_MAX_DB,
+    anomaly_auroc,
+    anomaly_score,
+    image_anomaly_score,
+    reconstruction_metrics,
+    summarize,
+)
+from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, source_name
 
 __all__ = [
     "HEALTHY",
     "UNHEALTHY",
+    "ImageLevelReport",
+    "ImageScores",
     "InpaintingEvaluation",
     "InpaintingReport",
     "PatchSet",
+    "collect_image_scores",
     "collect_patches",
+    "evaluate_images",
     "evaluate_inpainting",
     "log_report_to_mlflow",
     "markdown_table",
@@ -58,6 +82,7 @@ _CSV_FIELDS = (
     "set", "image", "patch", "patch_x_min", "patch_y_min", "patch_x_max", "patch_y_max",
     "box_x_min", "box_y_min", "box_x_max", "box_y_max", "box_label", "psnr", "mse", "ssim", "anomaly_score",
 )
+_IMAGE_CSV_FIELDS = ("set", "image", "image_score", "region", "windows")
 
 
 @dataclass
@@ -147,12 +172,115 @@ def _has_items(value: Any) -> bool:
 
 
 @dataclass
+class ImageScores:
+    """Image-level anomaly scores of one test set: ``scores[i]`` belongs to ``records[i]`` (``image`` stem,
+    ``region`` the score was taken over, ``windows`` inpainted); ``skipped`` lists images left out with reasons."""
+
+    scores: np.ndarray
+    records: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+
+
+def collect_image_scores(
+    datalist: Sequence[Mapping[str, Any]],
+    preprocessing: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    generator: Generator,
+    inferer: AnomalyHeatmapInferer,
+    quantile: float = 0.95,
+    max_images: int | None = None,
+    image_key: str = "image",
+    boxes_key: str = "lung_boxes",
+    mask_key: str = "lung_mask",
+) -> ImageScores:
+    """Score each image of a datalist by its full-image anomaly heatmap (:func:`image_anomaly_score`).
+
+    Each image goes through ``preprocessing`` (load -> working resolution -> lung boxes), ``inferer`` over its
+    ``boxes_key`` boxes, then the ``quantile`` of the heatmap inside its lung mask (``mask_key``, when the
+    datalist has masks) or over every covered pixel of the boxes. An image whose boxes hold no window, or whose
+    mask misses every covered pixel, is skipped: the log names the file, ``skipped`` its stem and the reason.
+
+    Example::
+
+        healthy = collect_image_scores(load_datalist(path, "test"), preprocessing, generator,
+                                       AnomalyHeatmapInferer(stride=32, box_margin=32))
+    """
+    scores, records, skipped = [], [], []
+    for item in iterate_images(datalist, preprocessing, None, 0, max_images, image_key):
+        data = item.data
+        if data.get(boxes_key) is None:
+            raise KeyError(f"{data.get(image_key, item.stem)}: no '{boxes_key}' after preprocessing; add LungBoxesd.")
+        try:
+            heatmap = inferer(data[image_key], generator, data[boxes_key])
+        except NoWindowError as error:
+            logger.warning("no image score for %s: %s", item.stem, error)
+            # the report (logged to MLflow) names the image by its stem only, the local log by its path
+            source = source_name(data[image_key], data, image_key)
+            skipped.append(f"{item.stem}: {str(error).replace(f'{source}: ', '')}")
+            continue
+        mask = data.get(mask_key)
+        region = None if mask is None else torch.as_tensor(mask).reshape(heatmap.heatmap.shape) > 0.5
+        if region is not None and not (region & torch.isfinite(heatmap.heatmap)).any():
+            logger.warning("no image score for %s: its lung mask covers none of the heatmap", item.stem)
+            skipped.append(f"{item.stem}: its lung mask covers none of the heatmap")
+            continue
+        scores.append(image_anomaly_score(heatmap.heatmap, region, quantile))
+        records.append({"image": item.stem, "region": "lung boxes" if mask is None else "lung mask",
+                        "windows": len(heatmap.windows)})
+    return ImageScores(np.asarray(scores, dtype=np.float64), records, skipped)
+
+
+@dataclass
+class ImageLevelReport:
+    """Image-level scores of both test sets and their AUROC (abnormal images positive); ``None`` where a set
+    is empty, with the reason in ``notes``."""
+
+    per_image: list[dict[str, Any]]
+    summary: dict[str, dict[str, float] | None]
+    counts: dict[str, int]
+    auroc: float | None
+    notes: list[str]
+    quantile: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts, HEALTHY: self.summary[HEALTHY], UNHEALTHY: self.summary[UNHEALTHY],
+                "auroc": self.auroc, "notes": self.notes,
+                "image_score": f"{self.quantile:g} quantile of the full-image heatmap over the lungs"}
+
+
+def evaluate_images(healthy: ImageScores, unhealthy: ImageScores, quantile: float = 0.95) -> ImageLevelReport:
+    """Summarise two :class:`ImageScores` (mean ± population std) and their AUROC.
+
+    Example::
+
+        report = evaluate_images(collect_image_scores(healthy, ...), collect_image_scores(abnormal, ...))
+        report.auroc
+    """
+    sets = {HEALTHY: healthy, UNHEALTHY: unhealthy}
+    per_image, summary, notes = [], {}, []
+    for name, image_scores in sets.items():
+        notes += [f"{name} images: skipped {reason}" for reason in image_scores.skipped]
+        if len(image_scores.scores) == 0:
+            summary[name] = None
+            notes.append(f"no {name} image could be scored: no {name} image scores and no image-level AUROC.")
+            continue
+        summary[name] = summarize({"image_score": image_scores.scores})
+        per_image += [{"set": name, **record, "image_score": float(score)}
+                      for record, score in zip(image_scores.records, image_scores.scores)]
+    auroc = None
+    if len(healthy.scores) and len(unhealthy.scores):
+        auroc = anomaly_auroc(healthy.scores, unhealthy.scores)
+    counts = {name: len(image_scores.scores) for name, image_scores in sets.items()}
+    return ImageLevelReport(per_image, summary, counts, auroc, notes, quantile)
+
+
+@dataclass
 class InpaintingReport:
     """Scores of one evaluation: the seed's Table 1 plus anomaly scores and their AUROC.
 
     ``per_patch`` has one row per patch (set, image, patch index, boxes, psnr, mse, ssim, anomaly_score);
     ``summary[set]`` holds ``<measure>_mean`` / ``<measure>_std`` (population std) or ``None`` for an empty set;
-    ``auroc`` is ``None`` unless both sets have patches; ``notes`` says why something is missing.
+    ``auroc`` is ``None`` unless both sets have patches; ``notes`` says why something is missing;
+    ``image_level`` holds the image-level evaluation when one was run.
     """
 
     per_patch: list[dict[str, Any]]
@@ -161,9 +289,11 @@ class InpaintingReport:
     auroc: float | None
     notes: list[str]
     settings: dict[str, Any]
+    image_level: ImageLevelReport | None = None
 
     def metrics(self) -> dict[str, float]:
-        """Flat ``{name: value}`` for MLflow: ``healthy_psnr_mean``, ..., ``n_healthy``, ``anomaly_auroc``."""
+        """Flat ``{name: value}`` for MLflow: ``healthy_psnr_mean``, ..., ``n_healthy``, ``anomaly_auroc``, and
+        with an image-level evaluation ``n_healthy_images``, ``healthy_image_score_mean``, ..., ``image_auroc``."""
         flat: dict[str, float] = {}
         for name in _SETS:
             flat[f"n_{name}"] = float(self.counts[name])
@@ -171,6 +301,13 @@ class InpaintingReport:
                 flat[f"{name}_{key}"] = value
         if self.auroc is not None:
             flat["anomaly_auroc"] = self.auroc
+        if self.image_level is not None:
+            for name in _SETS:
+                flat[f"n_{name}_images"] = float(self.image_level.counts[name])
+                for key, value in (self.image_level.summary[name] or {}).items():
+                    flat[f"{name}_{key}"] = value
+            if self.image_level.auroc is not None:
+                flat["image_auroc"] = self.image_level.auroc
         return flat
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +319,7 @@ class InpaintingReport:
             "anomaly_auroc": self.auroc,
             "notes": self.notes,
             "settings": self.settings,
+            "image_level": None if self.image_level is None else self.image_level.to_dict(),
         }
 
 
@@ -291,7 +429,32 @@ def markdown_table(report: InpaintingReport) -> str:
         "mean |original - inpainted| over the centre, intensities in [0, 1].",
     ]
     lines += [f"- {note}" for note in report.notes]
+    if report.image_level is not None:
+        lines += ["", *_image_level_lines(report.image_level)]
     return "\n".join(lines) + "\n"
+
+
+def _image_level_lines(image_level: ImageLevelReport) -> list[str]:
+    healthy, unhealthy = image_level.summary[HEALTHY], image_level.summary[UNHEALTHY]
+    lines = [
+        "| IMAGE LEVEL | HEALTHY TEST IMAGES | ABNORMAL TEST IMAGES |",
+        "| --- | --- | --- |",
+        f"| IMAGE SCORE | {_cell(healthy, 'image_score', 4)} | {_cell(unhealthy, 'image_score', 4)} |",
+        f"| IMAGES | {image_level.counts[HEALTHY]} | {image_level.counts[UNHEALTHY]} |",
+        "",
+    ]
+    if image_level.auroc is not None:
+        lines.append(f"Image-level AUROC (abnormal vs healthy images, by image score): **{image_level.auroc:.3f}**")
+    else:
+        reasons = "; ".join(note for note in image_level.notes if "AUROC" in note)
+        lines.append(f"Image-level AUROC: not computed ({reasons})")
+    lines += [
+        "",
+        f"Image score = the {image_level.quantile:g} quantile of the full-image anomaly heatmap over the lung mask "
+        "(over the lung boxes where the datalist has no masks); every abnormal test image counts, with or "
+        "without boxes.",
+    ]
+    return lines + [f"- {note}" for note in image_level.notes]
 
 
 def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,10 +468,18 @@ def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_report(report: InpaintingReport, output_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``report.json``, ``per_patch.csv`` and ``table.md`` into ``output_dir``; returns ``{file name: path}``."""
+    """Write ``report.json``, ``per_patch.csv``, ``table.md`` and, with an image-level evaluation,
+    ``per_image.csv`` into ``output_dir``; returns ``{file name: path}``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: output_dir / name for name in ("report.json", "per_patch.csv", "table.md")}
+    if report.image_level is not None:
+        paths["per_image.csv"] = output_dir / "per_image.csv"
+        with open(paths["per_image.csv"], "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=_IMAGE_CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows({key: row.get(key, "") for key in _IMAGE_CSV_FIELDS}
+                             for row in report.image_level.per_image)
     # allow_nan=False: a non-finite score is a bug upstream and must not become invalid JSON
     paths["report.json"].write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     with open(paths["per_patch.csv"], "w", newline="", encoding="utf-8") as handle:
@@ -392,6 +563,10 @@ class InpaintingEvaluation:
     goes to ``output_dir`` (:func:`write_report`) and, when ``tracking_uri`` is set, to MLflow
     (:func:`log_report_to_mlflow`).
 
+    With a ``heatmap_inferer`` the report also gets an image-level evaluation (:func:`collect_image_scores` on the
+    ``test`` images and on every ``test_unhealthy`` image, boxes or not; ``image_score_quantile``), which is what
+    a dataset with image labels but no lesion boxes can be evaluated by.
+
     Example::
 
         evaluation = InpaintingEvaluation(generator, load_datalist(path, "test"), load_datalist(path, "test_unhealthy"),
@@ -423,6 +598,10 @@ class InpaintingEvaluation:
         experiment_name: str = "context_encoder",
         run_name: str | None = "evaluate",
         run_id: str | None = None,
+        heatmap_inferer: AnomalyHeatmapInferer | None = None,
+        image_score_quantile: float = 0.95,
+        lung_boxes_key: str = "lung_boxes",
+        lung_mask_key: str = "lung_mask",
     ) -> None:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device) if isinstance(generator, torch.nn.Module) else generator
@@ -437,6 +616,8 @@ class InpaintingEvaluation:
         self.amp = amp
         self.tracking_uri, self.experiment_name = tracking_uri, experiment_name
         self.run_name, self.run_id = run_name, run_id
+        self.heatmap_inferer, self.image_score_quantile = heatmap_inferer, image_score_quantile
+        self.lung_boxes_key, self.lung_mask_key = lung_boxes_key, lung_mask_key
         self.files: dict[str, Path] = {}
 
     def run(self) -> InpaintingReport:
@@ -448,6 +629,16 @@ class InpaintingEvaluation:
         logger.info("evaluating %d healthy and %d unhealthy patches", len(healthy.patches), len(unhealthy.patches))
         report = evaluate_inpainting(self.generator, healthy, unhealthy, self.device, self.hole_size, self.fill_value,
                                      self.overlap, self.batch_size, self.amp)
+        if self.heatmap_inferer is not None:
+            image_sets = [
+                collect_image_scores(datalist, self.preprocessing, self.generator, self.heatmap_inferer,
+                                     self.image_score_quantile, self.max_images, self.image_key,
+                                     self.lung_boxes_key, self.lung_mask_key)
+                for datalist in (self.healthy_datalist, self.unhealthy_datalist)
+            ]
+            logger.info("image-level evaluation of %d healthy and %d abnormal images",
+                        *(len(image_set.scores) for image_set in image_sets))
+            report.image_level = evaluate_images(*image_sets, quantile=self.image_score_quantile)
         self.files = write_report(report, self.output_dir)
         logger.info("evaluation report in %s:\n%s", self.output_dir, markdown_table(report))
         if self.tracking_uri:

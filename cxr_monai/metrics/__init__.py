@@ -7,6 +7,7 @@ from cxr_monai.metrics.reconstruction import (
     ReconstructionMetrics,
     anomaly_auroc,
     anomaly_score,
+    image_anomaly_score,
     reconstruction_metrics,
     summarize,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ReconstructionMetrics",
     "anomaly_auroc",
     "anomaly_score",
+    "image_anomaly_score",
     "reconstruction_metrics",
     "summarize",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "ReconstructionMetrics",
     "anomaly_auroc",
     "anomaly_score",
+    "image_anomaly_score",
     "reconstruction_metrics",
     "summarize",
 ]
@@ -135,6 +136,42 @@ def anomaly_score(
     if (counts == 0).any():
         raise ValueError(f"mask is empty for samples {torch.nonzero(counts == 0).view(-1).tolist()}.")
     return ((difference * mask).flatten(1).sum(1) / counts).cpu().numpy()
+
+
+def image_anomaly_score(
+    heatmap: torch.Tensor | np.ndarray,
+    region: torch.Tensor | np.ndarray | None = None,
+    quantile: float = 0.95,
+) -> float:
+    """Image-level anomaly score: the ``quantile`` of a full-image anomaly heatmap over its covered pixels.
+
+    ``heatmap`` is ``(H, W)`` with NaN where no window reached (as
+    :class:`~cxr_monai.engines.AnomalyHeatmapInferer` gives); ``region`` (same shape, non-zero inside; e.g. the
+    lung mask) keeps the pixels that count, so bright edges of the mediastinum or diaphragm inside a lung box do
+    not. A high quantile rather than the mean because a lesion covers a small part of the lungs, and rather than
+    the maximum because a few pixels at a rib edge would decide it.
+
+    Example::
+
+        >>> image_anomaly_score(np.array([[0.1, 0.2], [0.3, np.nan]]), quantile=0.5)
+        0.2
+    """
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must lie in [0, 1], got {quantile}.")
+    values = torch.as_tensor(heatmap).detach().to(torch.float64).cpu()
+    if values.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {tuple(values.shape)}.")
+    counted = torch.isfinite(values)
+    if region is not None:
+        region = torch.as_tensor(region).detach().cpu()
+        if region.numel() != values.numel():
+            raise ValueError(f"region of shape {tuple(region.shape)} does not match the heatmap's "
+                             f"{tuple(values.shape)}.")
+        counted &= region.reshape(values.shape) != 0
+    if not counted.any():
+        where = " inside the region" if region is not None else ""
+        raise ValueError(f"the heatmap has no covered pixel{where} to score.")
+    return float(np.quantile(values[counted].numpy(), quantile))  # torch.quantile stops at 2**24 values
 
 
 def anomaly_auroc(healthy_scores: ArrayLike, unhealthy_scores: ArrayLike) -> float:
