@@ -266,3 +266,28 @@ def test_inference_patches_are_seeded_per_image(phantom_datalist, tmp_path):
         stem = output_stem(datalist[0]["image"])
         outputs.append(np.asarray(Image.open(tmp_path / str(run) / "grids" / f"{stem}_grid.png")))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_inference_ranks_the_images_by_their_heatmaps(phantom_datalist, tmp_path):
+    """``image_scores.csv``: one row per heatmap, highest score first; each score is the quantile of the saved
+    heatmap over the image's lung mask (or over every covered pixel when the datalist has no mask)."""
+    datalist = load_datalist(phantom_datalist, "test") + load_datalist(phantom_datalist, "test_unhealthy")
+    no_mask = {key: value for key, value in datalist[-1].items() if key != "lung_mask"}
+    preprocessing = whole_image_preprocessing(256)
+    runner = InpaintingInference(GreyGenerator(), [*datalist, no_mask], preprocessing, tmp_path, device="cpu",
+                                 stride=32, batch_size=16, box_margin=32, image_score_quantile=0.9)
+    runner.run()
+    rows = list(csv.DictReader(open(tmp_path / "image_scores.csv", newline="")))
+    assert [int(row["rank"]) for row in rows] == list(range(1, len(datalist) + 2))
+    scores = [float(row["image_score"]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    by_stem = {row["image"]: row for row in rows}
+    for entry, stem in ((datalist[0], output_stem(datalist[0]["image"])),
+                        (no_mask, f"{output_stem(no_mask['image'])}-2")):
+        heatmap = np.load(tmp_path / "heatmaps" / f"{stem}_heatmap.npy")
+        counted = np.isfinite(heatmap)
+        if "lung_mask" in entry:
+            counted &= preprocessing(dict(entry))["lung_mask"][0].numpy() > 0.5
+        assert float(by_stem[stem]["image_score"]) == pytest.approx(np.quantile(heatmap[counted], 0.9), rel=1e-6)
+        assert by_stem[stem]["region"] == ("lung mask" if "lung_mask" in entry else "lung boxes")
+        assert (tmp_path / by_stem[stem]["overlay"]).is_file()

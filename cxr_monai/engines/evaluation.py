@@ -43,6 +43,7 @@ from cxr_monai.engines.inpainting import (
     NoWindowError,
     inpaint_centres,
     iterate_images,
+    lung_image_score,
     output_stem,
     stack_patches,
 )
@@ -50,7 +51,6 @@ from cxr_monai.metrics import (
     PSNR_MAX_DB,
     anomaly_auroc,
     anomaly_score,
-    image_anomaly_score,
     reconstruction_metrics,
     summarize,
 )
@@ -192,7 +192,7 @@ def collect_image_scores(
     boxes_key: str = "lung_boxes",
     mask_key: str = "lung_mask",
 ) -> ImageScores:
-    """Score each image of a datalist by its full-image anomaly heatmap (:func:`image_anomaly_score`).
+    """Score each image of a datalist by its full-image anomaly heatmap (:func:`~cxr_monai.engines.lung_image_score`).
 
     Each image goes through ``preprocessing`` (load -> working resolution -> lung boxes), ``inferer`` over its
     ``boxes_key`` boxes, then the ``quantile`` of the heatmap inside its lung mask (``mask_key``, when the
@@ -217,15 +217,14 @@ def collect_image_scores(
             source = source_name(data[image_key], data, image_key)
             skipped.append(f"{item.stem}: {str(error).replace(f'{source}: ', '')}")
             continue
-        mask = data.get(mask_key)
-        region = None if mask is None else torch.as_tensor(mask).reshape(heatmap.heatmap.shape) > 0.5
-        if region is not None and not (region & torch.isfinite(heatmap.heatmap)).any():
-            logger.warning("no image score for %s: its lung mask covers none of the heatmap", item.stem)
-            skipped.append(f"{item.stem}: its lung mask covers none of the heatmap")
+        try:
+            score, region = lung_image_score(heatmap.heatmap, data.get(mask_key), quantile)
+        except NoWindowError as error:
+            logger.warning("no image score for %s: %s", item.stem, error)
+            skipped.append(f"{item.stem}: {error}")
             continue
-        scores.append(image_anomaly_score(heatmap.heatmap, region, quantile))
-        records.append({"image": item.stem, "region": "lung boxes" if mask is None else "lung mask",
-                        "windows": len(heatmap.windows)})
+        scores.append(score)
+        records.append({"image": item.stem, "region": region, "windows": len(heatmap.windows)})
     return ImageScores(np.asarray(scores, dtype=np.float64), records, skipped)
 
 

@@ -32,6 +32,7 @@ from monai.inferers import Inferer
 from monai.networks import eval_mode
 
 from cxr_monai.io import SUFFIXES
+from cxr_monai.metrics import image_anomaly_score
 from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, as_box_array, source_name
 from cxr_monai.visualize import difference_map, heatmap_overlay, inpainting_grid, save_png
 
@@ -399,6 +400,23 @@ class AnomalyHeatmapInferer(Inferer):
         return AnomalyHeatmap(heatmap.cpu(), coverage.cpu(), windows)
 
 
+def lung_image_score(heatmap: torch.Tensor, lung_mask: Any | None = None, quantile: float = 0.95) -> tuple[float, str]:
+    """One anomaly score for a radiograph: :func:`~cxr_monai.metrics.image_anomaly_score` of its heatmap over the lung
+    mask, or over every covered pixel when there is no mask. Returns the score and the region it was taken over
+    (``"lung mask"`` or ``"lung boxes"``); raises :class:`NoWindowError` when the mask covers no window's hole.
+
+    Example::
+
+        score, region = lung_image_score(inferer(image, generator, boxes).heatmap, data.get("lung_mask"))
+    """
+    if lung_mask is None:
+        return image_anomaly_score(heatmap, None, quantile), "lung boxes"
+    region = torch.as_tensor(lung_mask).detach().cpu().reshape(heatmap.shape) > 0.5
+    if not (region & torch.isfinite(heatmap)).any():
+        raise NoWindowError("its lung mask covers none of the heatmap's windows")
+    return image_anomaly_score(heatmap, region, quantile), "lung mask"
+
+
 def output_stem(path: str | os.PathLike) -> str:
     """Name for output files: the image file name without its image suffix (``.png``, ``.dcm``, ...).
 
@@ -486,7 +504,9 @@ class InpaintingInference:
       reaches) and ``heatmaps/<stem>_overlay.png`` (the heatmap over the radiograph, coloured up to
       ``overlay_vmax``, or each image's 99th percentile when ``None``; set it to compare images by eye). An image
       whose lung boxes cannot hold a window gets no heatmap; the reason, naming the file, is logged and listed in
-      the index.
+      the index. With ``image_score_quantile`` set, each heatmap also gives the image one anomaly score
+      (:func:`lung_image_score`: that quantile over the lung mask, or the boxes), and ``image_scores.csv`` ranks
+      the images by it, highest first: the order in which to look at a screened folder.
 
     ``index.csv`` (columns ``image, kind, patch, path, note``) lists every file written, paths relative to
     ``output_dir``, and every skipped heatmap. Output names come from the image file stem only.
@@ -521,6 +541,8 @@ class InpaintingInference:
         difference_gain: float = 2.0,
         overlay_vmax: float | None = None,
         amp: bool = True,
+        image_score_quantile: float | None = 0.95,
+        mask_key: str = "lung_mask",
     ) -> None:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device) if isinstance(generator, torch.nn.Module) else generator
@@ -537,6 +559,8 @@ class InpaintingInference:
         self.difference_gain = difference_gain
         self.overlay_vmax = overlay_vmax
         self.amp = amp
+        self.image_score_quantile, self.mask_key = image_score_quantile, mask_key
+        self.image_scores: list[dict[str, Any]] = []
         self.inferer = AnomalyHeatmapInferer(
             window_size, hole_size, stride, batch_size, fill_value, overlap, box_margin, device=self.device, amp=amp
         )
@@ -546,6 +570,7 @@ class InpaintingInference:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         index_path = self.output_dir / "index.csv"
         images = 0
+        self.image_scores = []
         with open(index_path, "w", newline="", encoding="utf-8") as index_file:
             index = csv.DictWriter(index_file, fieldnames=_INDEX_FIELDS)
             index.writeheader()
@@ -559,6 +584,14 @@ class InpaintingInference:
                 index_file.flush()
                 images += 1
                 logger.info("inference %d: %s, %d outputs", images, stem, sum(r["kind"] != "skipped" for r in rows))
+        if self.image_scores:
+            scores_path = self.output_dir / "image_scores.csv"
+            ranked = sorted(self.image_scores, key=lambda row: -row["image_score"])
+            with open(scores_path, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=("rank", "image", "image_score", "region", "overlay"))
+                writer.writeheader()
+                writer.writerows({"rank": rank, **row} for rank, row in enumerate(ranked, start=1))
+            logger.info("images ranked by anomaly score in %s", scores_path)
         logger.info("inference outputs of %d images in %s (index: %s)", images, self.output_dir, index_path)
         return index_path
 
@@ -611,4 +644,13 @@ class InpaintingInference:
         height, width = result.heatmap.shape
         scale = "per-image colour scale" if self.overlay_vmax is None else f"colour scale 0-{self.overlay_vmax:g}"
         note = f"{width}x{height} px (working resolution), {len(result.windows)} windows, {scale}"
-        return [self._row(stem, "heatmap", array_path, note=note), self._row(stem, "overlay", overlay_path, note=note)]
+        rows = [self._row(stem, "heatmap", array_path, note=note), self._row(stem, "overlay", overlay_path, note=note)]
+        if self.image_score_quantile is not None:
+            try:
+                score, region = lung_image_score(result.heatmap, data.get(self.mask_key), self.image_score_quantile)
+            except NoWindowError as error:
+                logger.warning("no image score for %s: %s", stem, error)
+                return rows + [self._row(stem, "skipped", note=f"no image score: {error}")]
+            self.image_scores.append({"image": stem, "image_score": score, "region": region,
+                                      "overlay": rows[1]["path"]})
+        return rows
