@@ -109,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
     print("\n== results")
     if table.is_file():
         print(table.read_text())
-    print(f"table, per-patch CSV, JSON:  {run_dir / 'evaluation'}")
-    print(f"training grids:              {run_dir / 'grids'}")
-    print(f"patch PNGs and heatmaps:     {run_dir / 'inference'}")
-    print(f"generator weights:           {run_dir / 'models' / 'model.pt'}")
-    print(f"MLflow store:                {run_dir / 'mlruns.db'}")
-    print(f"open it with:                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
+    print(f"table, per-patch and per-image CSVs, JSON:  {run_dir / 'evaluation'}")
+    print(f"training grids:                            {run_dir / 'grids'}")
+    print(f"patch PNGs, heatmaps, image ranking:       {run_dir / 'inference'}")
+    print(f"generator weights:                         {run_dir / 'models' / 'model.pt'}")
+    print(f"MLflow store:                              {run_dir / 'mlruns.db'}")
+    print(f"open it with:                              mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
     return 0
