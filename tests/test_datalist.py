@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
+from PIL import Image
 
 from cxr_monai.data.datalist import (
     SPLIT_KEYS,
@@ -492,6 +494,330 @@ def test_folder_builder_with_separate_mask_dir(tmp_path):
                                                           "lung_mask": "masks/lungs/case1.png"}
     with pytest.raises(ValueError, match="empty mask suffix"):
         build_folder_datalist(MONTGOMERY, out, mask_suffix="")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# folder builder: lesion masks, boxes, label columns, patients (small synthetic folders)
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def _radiograph(width: int = 64, height: int = 48) -> np.ndarray:
+    return np.tile(np.linspace(20, 220, width), (height, 1))
+
+
+def _lesion_folder(root: Path, lesions: dict[str, bool], size: tuple[int, int] = (64, 48)) -> Path:
+    """``images/``, ``lungs/`` and ``lesions/`` with identically named PNGs: one image per name; its lesion mask
+    has a foreground blob when ``lesions[name]``, is all zero otherwise."""
+    width, height = size
+    for stem, has_lesion in lesions.items():
+        _png(root / "images" / f"{stem}.png", _radiograph(width, height))
+        lungs = np.zeros((height, width))
+        lungs[8:40, 6:28] = lungs[8:40, 36:58] = 255
+        _png(root / "lungs" / f"{stem}.png", lungs)
+        lesion = np.zeros((height, width))
+        if has_lesion:
+            lesion[20:26, 10:16] = 255
+        _png(root / "lesions" / f"{stem}.png", lesion)
+    return root
+
+
+def _all_entries(document: dict) -> dict[str, tuple[str, dict]]:
+    return {Path(entry["image"]).stem: (key, entry) for key in SPLIT_KEYS for entry in document[key]}
+
+
+def test_folder_pairs_identically_named_masks_in_their_own_dir(tmp_path, capsys):
+    root = _lesion_folder(tmp_path / "data", {"a": False, "b": False, "c": False})
+    (root / "lungs" / "a.png").rename(root / "lungs" / "a-mask.png")  # the suffixed name, tried first
+    out = tmp_path / "list.json"
+    assert _cli(["folder", "--image-dir", str(root / "images"), "--mask-dir", str(root / "lungs"), "--out", str(out),
+                 "--val-fraction", "0", "--test-fraction", "0"]) == 0  # default --mask-suffix -mask
+    document = validate_datalist(out)
+    assert [(entry["image"], entry["lung_mask"]) for entry in document["training"]] == [
+        ("images/a.png", "lungs/a-mask.png"), ("images/b.png", "lungs/b.png"), ("images/c.png", "lungs/c.png")]
+    printed = capsys.readouterr().out
+    assert "3 of 3 images have a lung mask (<image>-mask.* or <image>.* in 'lungs'; 3 paired by name)" in printed
+    assert "rejected: 0" in printed
+    # a stray mask in the mask dir is rejected, named with its reason
+    _png(root / "lungs" / "zz.png", np.zeros((48, 64)))
+    summary = build_folder_datalist(root / "images", out, mask_dir=root / "lungs")
+    assert [(Path(r.path).name, r.reason) for r in summary.rejected] == [
+        ("zz.png", "mask without image: no image named zz.*")]
+
+
+def test_folder_mask_dir_that_pairs_none_fails_naming_it(tmp_path, capsys):
+    root = _lesion_folder(tmp_path / "data", {"a": False, "b": False})
+    for mask in (root / "lungs").iterdir():
+        mask.rename(mask.with_name(f"lung_{mask.name}"))
+    with pytest.raises(ValueError, match=r"lungs: no lung mask pairs with any of the 2 images under .*images: looked "
+                                         r"for <image>-mask\.\* or <image>\.\* \(found: lung_a\.png, lung_b\.png\)"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", mask_dir=root / "lungs")
+    assert _cli(["folder", "--image-dir", str(root / "images"), "--lesion-mask-dir", str(root / "lungs"),
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "lungs: no lesion mask pairs with any of the 2 images" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+    # without --mask-dir, masks stay optional: no error, and the summary says none paired
+    summary = build_folder_datalist(root / "images", tmp_path / "x.json", val_fraction=0, test_fraction=0)
+    assert "0 of 2 images have a lung mask" in summary.notes
+    with pytest.raises(ValueError, match="lesion masks need a directory of their own"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", lesion_mask_dir=root / "images")
+
+
+def test_folder_lesion_images_go_to_test_unhealthy_by_default(tmp_path):
+    root = _lesion_folder(tmp_path / "data", {"a": True, "b": False, "c": False, "d": False, "e": False})
+    (root / "boxes.csv").write_text("image,label,x,y,w,h\nc.png,Nodule,10,20,5,6\n")
+    out = tmp_path / "list.json"
+    summary = build_folder_datalist(root / "images", out, mask_dir=root / "lungs", lesion_mask_dir=root / "lesions",
+                                    boxes_csv=root / "boxes.csv", val_fraction=0.25, test_fraction=0.25)
+    document = validate_datalist(out)
+    assert document["test_unhealthy"] == [
+        {"image": "images/a.png", "lung_mask": "lungs/a.png", "lesion_mask": "lesions/a.png", "label": 1},
+        {"image": "images/c.png", "lung_mask": "lungs/c.png", "lesion_mask": "lesions/c.png", "label": 1,
+         "boxes": [[10.0, 20.0, 15.0, 26.0]], "box_labels": ["Nodule"]}]
+    healthy = [entry for key in ("training", "validation", "test") for entry in document[key]]
+    assert sorted(entry["image"] for entry in healthy) == ["images/b.png", "images/d.png", "images/e.png"]
+    assert all("lesion_mask" in entry and "boxes" not in entry and "label" not in entry for entry in healthy)
+    assert "5 of 5 images have a lesion mask (<image>-mask.* or <image>.* in 'lesions'; 5 paired by name), 1 of " \
+           "them with lesion pixels" in summary.notes
+    assert any(note.startswith("2 images with lesions (mask pixels or boxes) in test_unhealthy; "
+                               "--keep-lesion-images keeps them") for note in summary.notes)
+    assert summary.boxes == 1 and "boxes in test_unhealthy: 1" in summary.format()
+
+
+def test_folder_keep_lesion_images_keeps_them_in_the_split(tmp_path):
+    lesions = {f"i{n:02d}": n % 2 == 0 for n in range(12)}  # 6 with lesion pixels, 6 healthy
+    root = _lesion_folder(tmp_path / "data", lesions)
+    (root / "labels.csv").write_text("image,label\n" + "".join(f"{stem}.png,0\n" for stem in lesions)
+                                     + "x.png,1\n")  # x: labelled abnormal, no lesion mark
+    _png(root / "images" / "x.png", _radiograph())
+    out = tmp_path / "keep.json"
+    summary = build_folder_datalist(root / "images", out, mask_dir=root / "lungs", lesion_mask_dir=root / "lesions",
+                                    labels_csv=root / "labels.csv", keep_lesion_images=True, val_fraction=0.2,
+                                    test_fraction=0.3, seed=1)
+    document = validate_datalist(out)
+    placed = _all_entries(document)
+    assert set(placed) == set(lesions) | {"x"}
+    assert placed["x"] == ("test_unhealthy", {"image": "images/x.png", "label": 1})  # nothing to exclude: held out
+    for stem, has_lesion in lesions.items():
+        key, entry = placed[stem]
+        assert entry["lesion_mask"] == f"lesions/{stem}.png" and entry["lung_mask"] == f"lungs/{stem}.png"
+        assert entry["label"] == int(has_lesion)  # labelled 0 in the CSV, but the mask shows a lesion
+        if key in ("test", "test_unhealthy"):
+            assert key == ("test_unhealthy" if has_lesion else "test")
+    kept = Counter(key for stem, (key, _) in placed.items() if lesions.get(stem))
+    assert kept["training"] >= 1 and kept["test_unhealthy"] >= 1 and kept["test"] == 0
+    assert sum(kept.values()) == 6 and len(document["test"]) >= 1
+    # test: ceil(0.3 * 12) images, validation ceil(0.2 * 12)
+    assert (len(document["test"]) + kept["test_unhealthy"], len(document["validation"])) == (4, 3)
+    assert any(note.startswith("6 images with lesions kept in the split with their lesion_mask/boxes (training ")
+               for note in summary.notes)
+    assert "1 images labelled 1 without lesion pixels or boxes in test_unhealthy (nothing marks where their " \
+           "lesions are)" in summary.notes
+    assert "6 images labelled 0 in labels.csv have lesions (mask pixels or boxes): written with label 1" \
+        in summary.notes
+
+    # the same folder without the flag: every lesion image held out
+    build_folder_datalist(root / "images", out, mask_dir=root / "lungs", lesion_mask_dir=root / "lesions",
+                          labels_csv=root / "labels.csv", val_fraction=0.2, test_fraction=0.3, seed=1)
+    assert sorted(Path(image).stem for image in _images(json.loads(out.read_text()), "test_unhealthy")) == \
+        sorted([stem for stem, has_lesion in lesions.items() if has_lesion] + ["x"])
+
+
+def test_folder_boxes_are_converted_and_checked_against_the_stored_image(tmp_path, caplog):
+    root = _lesion_folder(tmp_path / "data", {"a": False, "b": False, "c": False, "d": False})  # 64 x 48 px
+    boxes = root / "boxes.csv"
+    boxes.write_text("image,label,x,y,w,h\n"
+                     "a.png,Nodule,10,20,5,6\n"
+                     "a.png,Mass,0.5,1.25,63.5,46.75\n"  # a second box of the image, reaching 64 x 48
+                     "b.png,Mass,40,30,25,19\n"  # reaches 65 x 49: within a pixel, kept
+                     "c.png,Mass,40,30,30,10\n"  # reaches x = 70 > 64 + 1: boxes for another size
+                     "gone.png,Mass,1,1,2,2\n")
+    out = tmp_path / "boxes.json"
+    with caplog.at_level(logging.WARNING, logger="cxr_monai.data.datalist"):
+        summary = build_folder_datalist(root / "images", out, boxes_csv=boxes, val_fraction=0, test_fraction=0)
+    document = validate_datalist(out)
+    unhealthy = {entry["image"]: entry for entry in document["test_unhealthy"]}
+    assert unhealthy == {
+        "a.png": {"image": "a.png", "label": 1, "boxes": [[10.0, 20.0, 15.0, 26.0], [0.5, 1.25, 64.0, 48.0]],
+                  "box_labels": ["Nodule", "Mass"]},
+        "b.png": {"image": "b.png", "label": 1, "boxes": [[40.0, 30.0, 65.0, 49.0]], "box_labels": ["Mass"]}}
+    assert _images(document, "training") == ["d.png"]
+    reasons = {Path(rejected.path).name: rejected.reason for rejected in summary.rejected}
+    assert reasons == {
+        "c.png": "box [40.0, 30.0, 70.0, 40.0] lies outside the 64x48 px image; are the boxes of boxes.csv (line 5) "
+                 "in pixels of another size of the image?",
+        "gone.png": f"no such image: line 6 of boxes.csv names a file not found under {root / 'images'}"}
+    assert "c.png: box [40.0, 30.0, 70.0, 40.0] lies outside" in caplog.text
+    assert "3 boxes from boxes.csv on 2 images" in summary.notes
+
+    boxes.write_text("image,label,x,y,w,h\na.png,Nodule,10,20,five,6\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv: line 2: box x, y, w, h must be 4 numbers"):
+        build_folder_datalist(root / "images", out, boxes_csv=boxes)
+    boxes.write_text("image,label,x,y,w,h\na.png,Nodule,10,20,0,6\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv: line 2: box needs x, y >= 0 and w, h > 0"):
+        build_folder_datalist(root / "images", out, boxes_csv=boxes)
+    boxes.write_text("image,finding,x,y,w,h\na.png,Nodule,10,20,5,6\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv: no 'label' column"):
+        build_folder_datalist(root / "images", out, boxes_csv=boxes)
+
+
+def test_folder_rejects_lesion_masks_of_another_size_or_truncated(tmp_path):
+    root = _lesion_folder(tmp_path / "data", {"a": True, "b": False, "c": True})
+    _png(root / "lesions" / "b.png", np.zeros((24, 32)))
+    (root / "lesions" / "c.png").write_bytes((root / "lesions" / "c.png").read_bytes()[:60])
+    summary = build_folder_datalist(root / "images", tmp_path / "x.json", lesion_mask_dir=root / "lesions",
+                                    val_fraction=0, test_fraction=0)
+    assert [(Path(r.path).parent.name, Path(r.path).name, r.reason.split(":")[0]) for r in summary.rejected] == [
+        ("images", "b.png", "lesion mask b.png is 32x24 px, the image 64x48 px"),
+        ("lesions", "c.png", "truncated PNG"), ("images", "c.png", "lesion mask rejected")]
+    assert _images(json.loads((tmp_path / "x.json").read_text()), "test_unhealthy") == ["images/a.png"]
+
+
+@pytest.mark.parametrize(("header", "rows", "label_column", "expected_column", "expected"), [
+    ("image,label,findings", ["a.png,0,", "b.png,1,Nodule|Mass"], None, "label",
+     {"a": (0, None), "b": (1, ["Nodule", "Mass"])}),
+    ("image,patient_age,has_lesion", ["a.png,40,0", "b.png,50,1"], None, "has_lesion",
+     {"a": (0, None), "b": (1, None)}),
+    ("image,finding,view", ["a.png,No Finding,PA", "b.png,\"COVID-19, ARDS\",AP", "c.png,,PA"], None, "finding",
+     {"a": (0, None), "b": (1, ["COVID-19", "ARDS"]), "c": (0, None)}),
+    ("image,finding,has_lesion", ["a.png,COVID-19,0", "b.png,SARS,1"], None, "has_lesion",
+     {"a": (0, ["COVID-19"]), "b": (1, ["SARS"])}),  # has_lesion before finding; finding kept as findings
+    ("image,label,abnormal", ["a.png,1,0", "b.png,0,1"], "abnormal", "abnormal", {"a": (0, None), "b": (1, None)}),
+    ("image,Finding Labels", ["a.png,No Finding", "b.png,Effusion|Mass"], "Finding Labels", "Finding Labels",
+     {"a": (0, None), "b": (1, ["Effusion", "Mass"])}),
+])
+def test_folder_label_column_detection(tmp_path, header, rows, label_column, expected_column, expected):
+    root = _lesion_folder(tmp_path / "data", dict.fromkeys(expected, False))
+    (root / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    out = tmp_path / "labels.json"
+    build_folder_datalist(root / "images", out, labels_csv=root / "labels.csv", label_column=label_column,
+                          val_fraction=0, test_fraction=0)
+    document = validate_datalist(out)
+    placed = _all_entries(document)
+    for stem, (label, findings) in expected.items():
+        key, entry = placed[stem]
+        assert (entry["label"], entry.get("findings")) == (label, findings), stem
+        assert key == ("test_unhealthy" if label else "training")
+    assert f"labels from column '{expected_column}'" in document["description"]
+    if "view" in header:
+        assert placed["b"][1]["view"] == "AP"
+
+
+def test_folder_label_column_errors(tmp_path):
+    root = _lesion_folder(tmp_path / "data", {"a": False})
+    labels = root / "labels.csv"
+    labels.write_text("image,score\na.png,0.3\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: no label column: expected one of label, has_lesion, finding "
+                                         r"\(header: image, score\); name another one with --label-column"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", labels_csv=labels)
+    with pytest.raises(ValueError, match=r"labels\.csv: no 'abnormal' column \(header: image, score\)"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", labels_csv=labels, label_column="abnormal")
+    labels.write_text("image,has_lesion\na.png,maybe\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: line 2: has_lesion must be 0 \(healthy\) or 1 \(abnormal\), "
+                                         r"got 'maybe'"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", labels_csv=labels)
+    with pytest.raises(ValueError, match="needs a labels CSV"):
+        build_folder_datalist(root / "images", tmp_path / "x.json", patient_column="patient")
+
+
+def test_folder_patient_split_keeps_a_patients_images_together(tmp_path, capsys):
+    patients = {f"PAT{p:03d}": 1 + p % 3 for p in range(14)}  # 28 images of 14 patients
+    stems = {f"img{number:02d}": patient for number, patient in enumerate(
+        patient for patient, count in patients.items() for _ in range(count))}
+    root = _lesion_folder(tmp_path / "data", dict.fromkeys(stems, False))
+    (root / "labels.csv").write_text("image,patient,label\n" + "".join(
+        f"{stem}.png,{patient},0\n" for stem, patient in stems.items()))
+    out = tmp_path / "patients.json"
+    assert _cli(["folder", "--image-dir", str(root / "images"), "--mask-dir", str(root / "lungs"),
+                 "--labels", str(root / "labels.csv"), "--out", str(out), "--val-fraction", "0.2",
+                 "--test-fraction", "0.25", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    document = validate_datalist(out)
+    placed = _all_entries(document)
+    split_of_patient: dict[str, set[str]] = {}
+    for stem, (key, _) in placed.items():
+        split_of_patient.setdefault(stems[stem], set()).add(key)
+    assert set(split_of_patient) == set(patients) and all(len(keys) == 1 for keys in split_of_patient.values())
+    counted = Counter(next(iter(keys)) for keys in split_of_patient.values())
+    for key in ("training", "validation", "test"):
+        line = next(line for line in printed.splitlines() if line.startswith(key))
+        assert line.split()[1:3] == [str(len(document[key])), str(counted[key])], line
+    assert len(document["test"]) >= 7 and len(document["validation"]) >= 6  # ceil(.25 * 28), ceil(.2 * 28)
+    assert "PAT0" not in out.read_text()  # no patient ID in the datalist
+    assert "split by patient (column 'patient' of labels.csv, not written): 14 patients, each in one split" in printed
+
+    # a patient column with another name, named by a flag; per image when the CSV has none
+    (root / "labels.csv").write_text("image,subject,label\n" + "".join(
+        f"{stem}.png,{patient},0\n" for stem, patient in stems.items()))
+    summary = build_folder_datalist(root / "images", out, labels_csv=root / "labels.csv", patient_column="subject",
+                                    val_fraction=0.2, test_fraction=0.25, seed=3)
+    assert {key: counts.patients for key, counts in summary.splits.items()} == {**counted, "test_unhealthy": 0}
+    summary = build_folder_datalist(root / "images", out, labels_csv=root / "labels.csv", val_fraction=0.2,
+                                    test_fraction=0.25, seed=3)
+    assert all(counts.patients is None for counts in summary.splits.values())
+    assert "split per image" in json.loads(out.read_text())["description"]
+
+
+def test_folder_patient_split_holds_out_the_patients_of_unhealthy_images(tmp_path):
+    stems = {"p1_a": ("P1", True), "p1_b": ("P1", False), "p2_a": ("P2", False), "p3_a": ("P3", False),
+             "p4_a": ("P4", False), "p5_a": ("P5", False)}
+    root = _lesion_folder(tmp_path / "data", {stem: lesion for stem, (_, lesion) in stems.items()})
+    (root / "labels.csv").write_text("image,patient,finding\n" + "".join(
+        f"{stem}.png,{patient},No Finding\n" for stem, (patient, _) in stems.items()))
+    out = tmp_path / "held.json"
+    summary = build_folder_datalist(root / "images", out, lesion_mask_dir=root / "lesions",
+                                    labels_csv=root / "labels.csv", val_fraction=0, test_fraction=0)
+    document = validate_datalist(out)
+    assert _images(document, "test_unhealthy") == ["images/p1_a.png"]
+    assert _images(document, "test") == ["images/p1_b.png"]
+    assert "test holds the 1 healthy images of the patients with images in test_unhealthy" in summary.notes
+
+
+REAL_LESIONS = SHARED_DATA / "real-lesions"
+
+
+def test_folder_builder_on_real_lesions(tmp_path, capsys):
+    """The real-lesions set (80 radiographs, 59 patients, 76 with lesions): trained on some patients' images with
+    their lesions marked, tested on others'."""
+    if not (REAL_LESIONS / "labels.csv").is_file():
+        pytest.skip(f"{REAL_LESIONS} not found (../shared/data is not part of a user checkout)")
+    out = tmp_path / "real_lesions.json"
+    assert _cli(["folder", "--image-dir", str(REAL_LESIONS / "images"),
+                 "--mask-dir", str(REAL_LESIONS / "lung_masks"),
+                 "--lesion-mask-dir", str(REAL_LESIONS / "lesion_masks"),
+                 "--boxes", str(REAL_LESIONS / "boxes.csv"), "--labels", str(REAL_LESIONS / "labels.csv"),
+                 "--keep-lesion-images", "--val-fraction", "0.1", "--test-fraction", "0.25",
+                 "--base-dir", str(REAL_LESIONS), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    document = validate_datalist(out)
+    with open(REAL_LESIONS / "labels.csv", newline="") as stream:
+        rows = {row["image"]: row for row in csv.DictReader(stream)}
+    with open(REAL_LESIONS / "boxes.csv", newline="") as stream:
+        n_boxes = sum(1 for _ in csv.DictReader(stream))
+    entries = {Path(entry["image"]).name: (key, entry) for key in SPLIT_KEYS for entry in document[key]}
+    assert set(entries) == set(rows) and len(entries) == 80
+    assert "rejected: 0" in printed
+    assert "80 of 80 images have a lung mask" in printed and "80 of 80 images have a lesion mask" in printed
+    assert "76 of them with lesion pixels" in printed and f"{n_boxes} boxes from boxes.csv on 76 images" in printed
+    assert "59 patients, each in one split" in printed
+    split_of_patient: dict[str, set[str]] = {}
+    for image, (key, entry) in entries.items():
+        split_of_patient.setdefault(rows[image]["patient"], set()).add("test" if key == "test_unhealthy" else key)
+        assert entry["label"] == int(rows[image]["has_lesion"])
+        assert entry["lung_mask"] == f"lung_masks/{image}" and entry["lesion_mask"] == f"lesion_masks/{image}"
+        assert ("boxes" in entry) == (rows[image]["has_lesion"] == "1")
+        assert key != "test" or entry["label"] == 0
+    assert all(len(keys) == 1 for keys in split_of_patient.values())  # a patient in one split
+    counts = Counter(key for key, _ in entries.values())
+    assert counts["training"] >= 40 and counts["validation"] >= 8 and counts["test"] + counts["test_unhealthy"] >= 20
+    assert sum(entry["label"] for entry in document["training"]) >= 30  # lesion images kept, to train around
+    assert "patient" not in json.dumps([document[key] for key in SPLIT_KEYS])
+    files = load_datalist(out, "training", base_dir=REAL_LESIONS)
+    assert all(Path(entry["image"]).is_file() and Path(entry["lesion_mask"]).is_file() for entry in files)
 
 
 # ----------------------------------------------------------------------------------------------------------
