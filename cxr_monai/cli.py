@@ -14,7 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("cxr_monai.data.phantom", "generate synthetic chest radiographs with ground truth"),
     "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON from NIH label files or a folder"),
-    "preview": ("cxr_monai.io.preview", "write an image as the chest X-ray reader sees it (8-bit PNG)"),
+    "preview": ("cxr_monai.io.preview", "write images or folders as the chest X-ray reader sees them (8-bit PNGs)"),
     "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
 }
 

@@ -1,25 +1,55 @@
-"""Datalists (NIH ChestX-ray14, folders), their schema, and the phantom generator."""
+"""Datalists (NIH ChestX-ray14, folders), their schema, and the phantom generator.
+
+The names below are imported on first use (module ``__getattr__``), so importing one submodule (for example
+``cxr_monai.data.phantom`` for ``python -m cxr_monai phantom``) does not import the others; ``from
+cxr_monai.data import load_datalist`` works as before.
+
+Example::
+
+    from cxr_monai.data import load_datalist
+
+    entries = load_datalist("datalist.json", "training", base_dir="/data/ChestX-ray14")
+"""
 
 from __future__ import annotations
 
-from cxr_monai.data.datalist import (
-    DatalistError,
-    DatalistSummary,
-    build_folder_datalist,
-    build_nih_datalist,
-    image_file_problem,
-    load_datalist,
-    split_groups,
-    validate_datalist,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # static tools see the eager imports
+    from cxr_monai.data.datalist import (
+        DatalistError,
+        DatalistSummary,
+        build_folder_datalist,
+        build_nih_datalist,
+        image_file_problem,
+        load_datalist,
+        split_groups,
+        validate_datalist,
+    )
+    from cxr_monai.data.phantom import (
+        FINDINGS,
+        PhantomLesion,
+        PhantomRadiograph,
+        PhantomSummary,
+        generate_phantoms,
+        make_phantom,
+    )
+
+_DATALIST = (
+    "DatalistError",
+    "DatalistSummary",
+    "build_folder_datalist",
+    "build_nih_datalist",
+    "image_file_problem",
+    "load_datalist",
+    "split_groups",
+    "validate_datalist",
 )
-from cxr_monai.data.phantom import (
-    FINDINGS,
-    PhantomLesion,
-    PhantomRadiograph,
-    PhantomSummary,
-    generate_phantoms,
-    make_phantom,
-)
+_PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
+
+# public name -> the submodule that defines it
+_LAZY = {**dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"), **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom")}
 
 __all__ = [
     "FINDINGS",
@@ -37,3 +67,15 @@ __all__ = [
     "split_groups",
     "validate_datalist",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups (and mock.patch) see a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,19 +1,34 @@
-"""Image input: the chest X-ray reader for MONAI ``LoadImage`` and the ``preview`` command."""
+"""Image input: the chest X-ray reader for MONAI ``LoadImage`` and the ``preview`` command.
+
+The names below are imported on first use (module ``__getattr__``), so ``import cxr_monai.io`` and the
+``preview`` command's ``--help`` do not import MONAI and torch; ``from cxr_monai.io import CXRReader`` works
+as before.
+
+Example::
+
+    from cxr_monai.io import read_cxr
+
+    image, meta = read_cxr("chest.dcm")  # (H, W) float32 in [0, 1], lungs dark
+"""
 
 from __future__ import annotations
 
-from cxr_monai.io.reader import (
-    META_KEYS,
-    SUFFIXES,
-    CXRImage,
-    CXRReader,
-    CXRReadError,
-    LoadCXRImage,
-    LoadCXRImaged,
-    is_cxr_file,
-    read_cxr,
-    stored_size,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # static tools see the eager imports
+    from cxr_monai.io.reader import (
+        META_KEYS,
+        SUFFIXES,
+        CXRImage,
+        CXRReader,
+        CXRReadError,
+        LoadCXRImage,
+        LoadCXRImaged,
+        is_cxr_file,
+        read_cxr,
+        stored_size,
+    )
 
 __all__ = [
     "CXRReader",
@@ -27,3 +42,19 @@ __all__ = [
     "SUFFIXES",
     "META_KEYS",
 ]
+
+# public name -> the submodule that defines it
+_LAZY = dict.fromkeys(__all__, "cxr_monai.io.reader")
+_LAZY.update(dict.fromkeys(("CXRReadError", "is_cxr_file", "stored_size", "SUFFIXES"), "cxr_monai.io.headers"))
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups (and mock.patch) see a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

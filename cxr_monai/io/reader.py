@@ -44,6 +44,19 @@ from PIL import Image
 from pydicom import pixels as dicom_pixels
 from pydicom.dataset import Dataset
 
+from cxr_monai.io.headers import (
+    _JPEG_SIGNATURE,
+    _PNG_SIGNATURE,
+    DICOM_SUFFIXES,
+    SUFFIXES,
+    CXRReadError,
+    _fail,
+    _file_head,
+    _has_dicom_preamble,
+    is_cxr_file,
+    stored_size,
+)
+
 __all__ = [
     "CXRReadError",
     "CXRImage",
@@ -56,9 +69,6 @@ __all__ = [
     "SUFFIXES",
     "META_KEYS",
 ]
-
-DICOM_SUFFIXES = (".dcm", ".dicom")
-SUFFIXES = (*DICOM_SUFFIXES, ".png", ".jpg", ".jpeg")
 
 # The only keys that ever leave the reader; everything is technical, nothing identifies a patient.
 # `pixel_spacing` and `pixel_spacing_source` are present only when the file states a usable spacing.
@@ -78,11 +88,6 @@ META_KEYS = frozenset(
     }
 )
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-_DICOM_MAGIC_OFFSET = 128
-_DICOM_MAGIC = b"DICM"
-
 # Pillow modes read as grey -> bits per sample as decoded; colour modes -> the source's photometric name
 _PIL_GREY_BITS = {"L": 8, "LA": 8, "1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16}
 _PIL_COLOUR_PHOTOMETRIC = {
@@ -97,43 +102,12 @@ _PIL_COLOUR_PHOTOMETRIC = {
 _REC601_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class CXRReadError(ValueError):
-    """A file that cannot be read as a chest radiograph. The message is ``"<path>: <reason>"``."""
-
-
 @dataclass
 class CXRImage:
     """A decoded radiograph, as returned by :meth:`CXRReader.read`: ``array`` (H, W) float32 in [0, 1]."""
 
     array: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _fail(path: PathLike, reason: str) -> CXRReadError:
-    return CXRReadError(f"{path}: {reason}")
-
-
-def _file_head(path: PathLike, size: int = _DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC)) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(size)
-
-
-def _has_dicom_preamble(head: bytes) -> bool:
-    return head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC)] == _DICOM_MAGIC
-
-
-def is_cxr_file(path: PathLike) -> bool:
-    """Whether ``path`` looks readable by :class:`CXRReader`: a known suffix, or any name with a DICOM preamble.
-
-    >>> is_cxr_file("chest.PNG"), is_cxr_file("notes.txt")
-    (True, False)
-    """
-    if Path(path).suffix.lower() in SUFFIXES:
-        return True
-    try:
-        return _has_dicom_preamble(_file_head(path))
-    except OSError:
-        return False
 
 
 def _affine(spacing: tuple[float, float] | None) -> np.ndarray:
@@ -348,31 +322,6 @@ def _decode(path: PathLike, apply_voi: bool = True) -> CXRImage:
         return _read_pillow(path, "jpeg")
     if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
         return _read_dicom(path, head, apply_voi)  # a .dcm without the 128-byte preamble: try the bare data set
-    raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
-
-
-def stored_size(path: PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image file's stored pixels, read from its header without decoding the pixels.
-
-    Raises :class:`CXRReadError` naming the file when it is not a PNG, JPEG or DICOM file with a readable size.
-
-    >>> stored_size("00000001_000.png")  # doctest: +SKIP
-    (1024, 1024)
-    """
-    try:
-        head = _file_head(path)
-    except OSError as e:
-        raise _fail(path, f"cannot open file ({e.strerror or e})") from e
-    try:
-        if head.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE)):
-            with Image.open(path) as pil:
-                return pil.size
-        if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_dicom_preamble(head),
-                                 specific_tags=["Rows", "Columns"])
-            return int(ds.Columns), int(ds.Rows)
-    except Exception as e:
-        raise _fail(path, f"cannot read the image size from the header ({type(e).__name__}: {e})") from e
     raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
 
 
