@@ -24,6 +24,7 @@ from cxr_monai.transforms import (
     LungBoxesd,
     LungBoxesFromMask,
     LungBoxesFromMaskd,
+    NoLesionFreeLungError,
     RandLungPatch,
     RandLungPatchd,
     ResizeToWorkingResolution,
@@ -365,7 +366,7 @@ def test_mask_requirement_and_errors():
     for lung_mask in (mask, mask / 255):  # a 0/1 PNG mask reads as 0 and 1/255: the default threshold is 0
         sampler.randomize((256, 256), [[60, 60, 200, 200]], meta_image(lung_mask))
         assert (sampler.centers[:, 0] >= 100).all() and (sampler.centers[:, 0] < 120).all()
-    with pytest.raises(ValueError, match="lungs.png: no lung-mask pixel"):
+    with pytest.raises(ValueError, match="lungs.png: no patch centre inside the lung boxes .* lies on the lung mask"):
         sampler.randomize((256, 256), [[10, 10, 40, 40]], meta_image(mask), source="lungs.png")
     with pytest.raises(ValueError, match="tiny.png: image 100x100"):
         RandLungPatch(patch_size=128)(meta_image(np.zeros((100, 100)), "tiny.png"), [[0, 0, 50, 50]])
@@ -567,3 +568,95 @@ def test_whole_image_mode(phantom):
     assert out["target"].shape == (1, 64, 64) and int(out["hole_mask"].sum()) == 64**2
     assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
     np.testing.assert_allclose(float(out["image"].mean()), phantom.image.mean(), atol=0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# lesions and lung fractions (issue #9)
+
+
+def test_window_counts_match_a_direct_sum():
+    from cxr_monai.transforms.patches import WindowCounts
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 50)) > 0.7
+    counts = WindowCounts(mask)
+    rows, cols = rng.integers(0, 40, 30), rng.integers(0, 50, 30)
+    for size in (1, 4, 7, 16):
+        expected = [mask[max(r - size // 2, 0): r - size // 2 + size, max(c - size // 2, 0): c - size // 2 + size].sum()
+                    for r, c in zip(rows, cols)]
+        assert counts.counts(rows, cols, size).tolist() == expected
+    assert counts.total == mask.sum()
+
+
+@pytest.mark.parametrize("lesion_free", ["patch", "hole"])
+def test_training_patches_never_touch_a_lesion(lesion_free):
+    lung = rectangles_mask((256, 256), [[20, 20, 236, 236]])
+    lesion = rectangles_mask((256, 256), [[100, 90, 140, 130]])
+    sampler = RandLungPatchd(keys=["image", "lesion_mask"], mask_key="lung_mask", lesion_mask_key="lesion_mask",
+                             patch_size=64, hole_size=32, num_samples=200, lesion_free=lesion_free)
+    data = {"image": meta_image(np.random.rand(256, 256)), "lung_mask": meta_image(lung),
+            "lesion_mask": meta_image(lesion), "lung_boxes": [[20, 20, 236, 236]]}
+    samples = sampler.set_random_state(seed=0)(data)
+    clear = 64 if lesion_free == "patch" else 32
+    margin = (64 - clear) // 2
+    touched = [s["lesion_mask"][0, margin: margin + clear, margin: margin + clear].sum().item() for s in samples]
+    assert len(samples) == 200 and max(touched) == 0
+    if lesion_free == "hole":  # the context may show the lesion when only the hole must be clear
+        assert any(s["lesion_mask"].sum() > 0 for s in samples)
+    # boxes stand in for a missing mask
+    boxed = {k: v for k, v in data.items() if k != "lesion_mask"} | {"boxes": [[100, 90, 140, 130]]}
+    centres = np.stack([s["patch_center"] for s in RandLungPatchd(
+        keys="image", mask_key="lung_mask", lesion_boxes_key="boxes", patch_size=64, num_samples=200
+    ).set_random_state(seed=1)(boxed)])
+    assert not ((np.abs(centres[:, 0] - 120) < 20 + 32) & (np.abs(centres[:, 1] - 110) < 20 + 32)).any()
+
+
+def test_lesion_exclusion_keeps_centres_uniform_over_the_allowed_lung():
+    """Rejection and the listing fallback draw from the same distribution: uniform over the allowed centres."""
+    lung = rectangles_mask((128, 128), [[10, 10, 118, 118]])
+    lesion = rectangles_mask((128, 128), [[10, 10, 100, 118]])  # leaves a narrow lesion-free strip on the right
+    sampler = RandLungPatch(patch_size=16, num_samples=4000, lesion_free="patch").set_random_state(seed=0)
+    sampler.randomize((128, 128), [[10, 10, 118, 118]], meta_image(lung), lesion_mask=meta_image(lesion))
+    x = sampler.centers[:, 0]
+    assert x.min() >= 108 and x.max() <= 117  # patch [x - 8, x + 8) clear of x < 100, centre on the lung
+    counts = np.bincount(x - 108, minlength=10)
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
+
+
+def test_min_hole_lung_fraction_and_clear_errors():
+    lung = rectangles_mask((256, 256), [[40, 40, 216, 216]])
+    sampler = RandLungPatch(patch_size=64, hole_size=32, num_samples=100, min_hole_lung_fraction=1.0)
+    sampler.set_random_state(seed=0).randomize((256, 256), [[0, 0, 256, 256]], meta_image(lung))
+    assert (sampler.hole_lung_fractions == 1.0).all()
+    assert sampler.centers.min() >= 40 + 16 and sampler.centers.max() <= 216 - 16
+    lesion = rectangles_mask((256, 256), [[0, 0, 256, 256]])
+    with pytest.raises(NoLesionFreeLungError, match="lungs.png: no patch centre .* clear of the lesions"):
+        sampler.randomize((256, 256), [[0, 0, 256, 256]], meta_image(lung), "lungs.png", lesion_mask=meta_image(lesion))
+    # no lung at all is a data problem, not lesions covering the lung, even when lesions were given too
+    with pytest.raises(ValueError, match="no patch centre") as raised:
+        sampler.randomize((256, 256), [[0, 0, 256, 256]], meta_image(np.zeros((256, 256))), "empty.png",
+                          lesion_mask=meta_image(lesion))
+    assert not isinstance(raised.value, NoLesionFreeLungError)
+    with pytest.raises(ValueError, match="lesion mask shape"):
+        sampler.randomize((256, 256), [[0, 0, 256, 256]], meta_image(lung), lesion_mask=meta_image(lesion[:10]))
+
+
+def test_box_centred_patches_move_onto_the_lesion():
+    """A coarse box much larger than its lesion: without a mask the hole lands beside the lesion, with it on it."""
+    lesion = rectangles_mask((512, 512), [[300, 300, 340, 340]])
+    lung = rectangles_mask((512, 512), [[60, 60, 450, 450]])
+    data = {"image": meta_image(np.random.rand(512, 512)), "lesion_mask": meta_image(lesion),
+            "lung_mask": meta_image(lung), "boxes": [[100, 100, 350, 350]], "box_labels": ["Consolidation"]}
+    plain = BoxCenteredPatchd(keys="image", box_key="boxes", lung_mask_key="lung_mask", lesion_fraction_key="lesion",
+                              lung_fraction_key="lung")(data)
+    moved = BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask", lung_mask_key="lung_mask",
+                              min_hole_lung_fraction=0.9, lesion_fraction_key="lesion", lung_fraction_key="lung")(data)
+    assert "lesion" not in plain[0] and plain[0]["lung"] == 1.0  # no lesion mask given to the plain one
+    assert plain[0]["patch_center"].tolist() == [225, 225]
+    assert moved[0]["lesion"] == pytest.approx(40 * 40 / 64**2) and moved[0]["lung"] == 1.0
+    x, y = moved[0]["patch_center"]
+    assert 300 - 12 <= x <= 340 + 12 and 300 - 12 <= y <= 340 + 12  # the 40 px lesion lies inside the 64 px hole
+    # ties go to the centre nearest the box centre; a box with no lesion pixel keeps its centre
+    far = {**data, "boxes": [[100, 100, 200, 200]], "box_labels": ["x"]}
+    assert BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask")(far)[0][
+        "patch_center"].tolist() == [150, 150]
