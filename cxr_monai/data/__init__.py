@@ -1,4 +1,4 @@
-"""Datalists (NIH ChestX-ray14, folders), their schema, and the phantom generator.
+"""Datalists (NIH ChestX-ray14, folders), their schema, the patch-pool loader and the phantom generator.
 
 The names below are imported on first use (module ``__getattr__``), so importing one submodule (for example
 ``cxr_monai.data.phantom`` for ``python -m cxr_monai phantom``) does not import the others; ``from
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
         split_groups,
         validate_datalist,
     )
+    from cxr_monai.data.patch_loader import PatchPoolDataLoader
     from cxr_monai.data.phantom import (
         FINDINGS,
         PhantomLesion,
@@ -46,15 +47,21 @@ _DATALIST = (
     "split_groups",
     "validate_datalist",
 )
+_PATCH_LOADER = ("PatchPoolDataLoader",)
 _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
 
 # public name -> the submodule that defines it
-_LAZY = {**dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"), **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom")}
+_LAZY = {
+    **dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"),
+    **dict.fromkeys(_PATCH_LOADER, "cxr_monai.data.patch_loader"),
+    **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom"),
+}
 
 __all__ = [
     "FINDINGS",
     "DatalistError",
     "DatalistSummary",
+    "PatchPoolDataLoader",
     "PhantomLesion",
     "PhantomRadiograph",
     "PhantomSummary",
