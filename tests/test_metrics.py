@@ -146,3 +146,39 @@ def test_image_anomaly_score_is_a_quantile_of_the_covered_pixels_in_the_region()
         image_anomaly_score(heatmap, np.ones((3, 3)))
     with pytest.raises(ValueError, match="quantile"):
         image_anomaly_score(heatmap, quantile=95)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bootstrap CIs over images (issue #9: honest figures)
+
+
+def test_cluster_bootstrap_resamples_whole_images():
+    from cxr_monai.metrics.bootstrap import cluster_bootstrap
+
+    # two images of 50 identical patches each: resampling patches would give a near-zero width, images do not
+    values = np.array([0.0] * 50 + [1.0] * 50)
+    images = ["a"] * 50 + ["b"] * 50
+    interval = cluster_bootstrap(lambda idx: values[idx].mean(), images, n_resamples=400, seed=0)
+    assert interval.value == 0.5 and interval.low == 0.0 and interval.high == 1.0
+    per_patch = cluster_bootstrap(lambda idx: values[idx].mean(), list(range(100)), n_resamples=400, seed=0)
+    assert per_patch.high - per_patch.low < 0.3
+    assert interval.resamples == 400 and interval.skipped == 0 and "95 % CI" in interval.format()
+
+
+def test_cluster_bootstrap_strata_and_undefined_resamples():
+    from cxr_monai.metrics.bootstrap import cluster_bootstrap, image_level_intervals, patch_level_intervals
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 30 + [1] * 30, dtype=bool)
+    scores = rng.normal(size=60) + 1.5 * labels
+    result = image_level_intervals(labels, scores, n_resamples=500)["auroc"]
+    assert result.skipped == 0 and result.low < result.value < result.high  # strata keep both classes every time
+    unstratified = cluster_bootstrap(lambda idx: float("nan") if len(set(idx.tolist())) < 2 else 1.0, [0, 1],
+                                     n_resamples=200)  # a resample of one image twice is undefined: skipped
+    assert unstratified.skipped > 0 and unstratified.resamples + unstratified.skipped == 200
+    with pytest.raises(ValueError, match="two strata"):
+        cluster_bootstrap(lambda idx: 0.0, ["a", "a"], strata=[0, 1])
+    # an image giving a healthy and an unhealthy patch is one unit; the gap is healthy minus unhealthy PSNR
+    intervals = patch_level_intervals(["a", "a", "b", "c"], [False, True, False, True], [0.1, 0.5, 0.2, 0.4],
+                                      [30.0, 25.0, 28.0, 24.0], n_resamples=300)
+    assert intervals["psnr_gap"].value == pytest.approx(29.0 - 24.5) and intervals["auroc"].value == 1.0
