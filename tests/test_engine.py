@@ -253,6 +253,68 @@ def test_fresh_start_sets_old_checkpoints_aside_and_resume_keeps_pruning(tmp_pat
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_10.pt", "checkpoint_12.pt"]
 
 
+def test_resumed_finished_run_rewrites_model_pt_and_removes_temporary_files(tmp_path, caplog):
+    """Killed during the final model.pt save: the old model.pt and the save's temporary files are left. The rerun
+    finds training complete, so Ignite runs no epoch; the checkpoint handler writes model.pt from the last
+    checkpoint and removes the leftovers."""
+    model_path = tmp_path / "models" / "model.pt"
+    first = _trainer(_batches(2), max_epochs=2)
+    ResumableCheckpoint(tmp_path / "ckpt", state_attributes=["g_network", "g_optimizer"], model_path=model_path,
+                        model_key="g_network").attach(first)
+    first.run()
+    final = {k: v.clone() for k, v in first.state.g_network.state_dict().items()}
+    torch.save({"stale": torch.zeros(1)}, model_path)  # the epoch before's model, as the kill left it
+    leftovers = [model_path.parent / ".model.pt.k3j2x9q1.tmp", tmp_path / "ckpt" / "tmpab12_xyz"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    kept = tmp_path / "ckpt" / "tmp_notes.txt"  # not a temporary file of a save: left alone
+    kept.write_text("mine")
+
+    rerun = _trainer(_batches(2), max_epochs=2)
+    ResumableCheckpoint(tmp_path / "ckpt", state_attributes=["g_network", "g_optimizer"], model_path=model_path,
+                        model_key="g_network").attach(rerun)
+    iterations = []
+    rerun.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    with caplog.at_level("INFO"):
+        rerun.run()
+    assert iterations == [] and rerun.state.iteration == 4
+    written = torch.load(model_path, weights_only=True)
+    assert set(written) == set(final) and all(torch.equal(written[k], final[k]) for k in final)
+    assert not any(path.exists() for path in leftovers) and kept.exists()
+    assert any("already complete at iteration 4" in message for message in caplog.messages)
+
+
+@pytest.mark.parametrize("resume", ["false", "False", "0", 0])
+def test_resume_false_from_the_command_line_means_false(tmp_path, resume):
+    """``python -m monai.bundle run --resume false`` passes the string 'false' (Python Fire)."""
+    old = _trainer(_batches(2), max_epochs=1)
+    ResumableCheckpoint(tmp_path, state_attributes=["g_network"]).attach(old)
+    old.run()
+    fresh = _trainer(_batches(2), max_epochs=1)
+    ckpt = ResumableCheckpoint(tmp_path, state_attributes=["g_network"], resume=resume)
+    ckpt.attach(fresh)
+    fresh.run()
+    assert ckpt.resumed_from is None and fresh.state.iteration == 2 and len(list(tmp_path.glob("previous_*"))) == 1
+    with pytest.raises(ValueError, match="resume must be true or false"):
+        ResumableCheckpoint(tmp_path, state_attributes=["g_network"], resume="nope")
+
+
+def test_outputs_name_the_generator_and_discriminator_losses_in_every_phase():
+    """``g_loss`` is G's objective whenever G steps, ``d_loss`` D's whenever D steps; ``loss`` stays MONAI's."""
+    trainer = _trainer(_batches(2), max_epochs=3, schedule=GanSchedule(g_l2_epochs=1, d_only_epochs=1))
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
+    trainer.run()
+    assert [o["phase"] for o in outputs] == ["g_l2"] * 2 + ["d_only"] * 2 + ["joint"] * 2
+    for o in outputs:
+        assert math.isfinite(o["g_loss"]) == o["update_g"] and math.isfinite(o["d_loss"]) == o["update_d"]
+        assert o["loss"] == (o["d_loss"] if o["phase"] == "d_only" else o["g_loss"])
+    from cxr_monai.engines import finite_scalars
+
+    assert [finite_scalars(o)["phase"] for o in outputs] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert "g_loss" not in finite_scalars(outputs[2]) and "d_loss" not in finite_scalars(outputs[0])
+
+
 def test_resume_with_another_epoch_length_keeps_the_checkpoints_and_says_so(tmp_path, caplog):
     """Resumed on another GPU count (here: a loader of 4 batches instead of 2), the run keeps the epoch length its
     schedule was planned with, finishes the planned iterations and warns with both lengths."""

@@ -34,12 +34,31 @@ def test_difference_map_and_grid_layout():
     inpainted = original.clone()
     inpainted[1, 0, 2:6, 2:6] = 0.1
     np.testing.assert_allclose(difference_map(original, inpainted).max(), 0.8, rtol=1e-6)  # 2 x 0.4
-    grid = inpainting_grid(original, original, inpainted, pad=2)
+    grid = inpainting_grid(original, original, inpainted, pad=2, labels=False)
     assert grid.shape == (4 * 10 + 2, 2 * 10 + 2)
     difference_row = grid[2 + 3 * 10 : 2 + 3 * 10 + 8]
     assert difference_row[:, 2:10].max() == 0.0  # first sample: inpainted == original
     np.testing.assert_allclose(difference_row[2:6, 14:18], 0.8, rtol=1e-6)
     assert (grid[:2] == 1.0).all()  # white padding
+
+
+def test_grid_rows_carry_their_labels():
+    """Each row's label is drawn beside that row, in a white column left of the patches; the patches are unchanged."""
+    patches = torch.full((3, 1, 64, 64), 0.5)
+    bare = inpainting_grid(patches, patches, patches, pad=2, labels=False)
+    labelled = inpainting_grid(patches, patches, patches, pad=2)
+    width = labelled.shape[1] - bare.shape[1]
+    assert labelled.shape[0] == bare.shape[0] and width > 30
+    np.testing.assert_array_equal(labelled[:, width:], bare)
+    column = labelled[:, :width]
+    for row in range(4):  # ink in every row's band, none in the padding between rows
+        top = 2 + row * 66
+        assert column[top : top + 64].min() < 0.5
+        assert (column[top - 2 : top] == 1.0).all()
+    short = inpainting_grid(patches, patches, patches, labels=["a", "b", "c", "d"])
+    assert short.shape[1] < labelled.shape[1]  # the column fits the longest label
+    with pytest.raises(ValueError, match="4 row labels"):
+        inpainting_grid(patches, patches, patches, labels=["a", "b"])
 
 
 def test_heatmap_overlay_leaves_uncovered_pixels_as_the_radiograph():

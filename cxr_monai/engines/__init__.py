@@ -32,11 +32,19 @@ from cxr_monai.engines.inpainting import (
 from cxr_monai.engines.context_encoder_trainer import ContextEncoderTrainer, GanPhase, GanSchedule, InpaintingBatch
 from cxr_monai.engines.handlers import (
     CONTEXT_ENCODER_SCALARS,
+    PHASE_CODES,
+    FailureHandler,
     ImageGridSaver,
+    MLFlowTracker,
     NanGuard,
     ResumableCheckpoint,
+    RunEvents,
+    SkippedImagesHandler,
     atomic_torch_save,
+    file_sha256,
+    find_training_run,
     finite_scalars,
+    relocate_mlflow_artifacts,
 )
 
 __all__ = [
@@ -64,13 +72,21 @@ __all__ = [
     "to_network_range",
     "write_report",
     "CONTEXT_ENCODER_SCALARS",
+    "PHASE_CODES",
     "ContextEncoderTrainer",
+    "FailureHandler",
     "GanPhase",
     "GanSchedule",
     "ImageGridSaver",
     "InpaintingBatch",
+    "MLFlowTracker",
     "NanGuard",
     "ResumableCheckpoint",
+    "RunEvents",
+    "SkippedImagesHandler",
     "atomic_torch_save",
+    "file_sha256",
+    "find_training_run",
     "finite_scalars",
+    "relocate_mlflow_artifacts",
 ]

@@ -139,9 +139,10 @@ class ContextEncoderTrainer(AdversarialTrainer):
     :class:`GanSchedule` decide which network steps.
 
     ``engine.state.output`` holds the tensors (``image`` = masked input, ``label`` = real centre, ``pred`` =
-    inpainted centre) and plain floats for logging: ``loss`` (G's objective; D's loss in the D-only phase;
-    ``nan`` in a joint iteration where G does not step), ``l2``, ``g_adv``, ``d_loss``, ``minimax_value``
-    (V(G, D)), ``d_real`` (mean D(x)), ``d_fake`` (mean D(G(x))) and ``update_g``/``update_d``.
+    inpainted centre) and plain floats for logging: ``g_loss`` (G's objective, in every iteration where G steps),
+    ``d_loss`` (D's loss, in every iteration where D steps), ``loss`` (for MONAI's handlers: ``g_loss``, except in
+    the D-only phase, where it is ``d_loss``), ``l2``, ``g_adv``, ``minimax_value`` (V(G, D)), ``d_real`` (mean
+    D(x)), ``d_fake`` (mean D(G(x))), ``update_g``/``update_d`` and the ``phase`` name.
     Values not computed in a phase are ``nan`` so curves show gaps instead of stale numbers.
 
     Args:
@@ -264,6 +265,7 @@ class ContextEncoderTrainer(AdversarialTrainer):
             "update_d": update_d,
             "l2": nan,
             "g_adv": nan,
+            "g_loss": nan,
             "d_loss": nan,
             "minimax_value": nan,
             "d_real": nan,
@@ -290,7 +292,7 @@ class ContextEncoderTrainer(AdversarialTrainer):
             out["l2"] = g_loss.l2.item()
             if fake_logits_for_g is not None:
                 out["g_adv"] = g_loss.adversarial.item()
-            out[CommonKeys.LOSS] = g_loss.total.item()
+            out["g_loss"] = out[CommonKeys.LOSS] = g_loss.total.item()
         else:
             with torch.no_grad(), engine._autocast():
                 fake = g_net(masked)

@@ -31,9 +31,11 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer
 from monai.networks import eval_mode
 
+from cxr_monai.data.robust import SkipLog, SkippedImage, data_error, skipped_image
 from cxr_monai.io import SUFFIXES
 from cxr_monai.metrics import image_anomaly_score
 from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, as_box_array, source_name
+from cxr_monai.utils import as_bool
 from cxr_monai.visualize import difference_map, heatmap_overlay, inpainting_grid, save_png
 
 __all__ = [
@@ -139,8 +141,8 @@ def _network_device(network: Any, fallback: torch.device) -> torch.device:
     return fallback
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda") if amp and device.type == "cuda" else contextlib.nullcontext()
+def _autocast(device: torch.device, amp: bool | str) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda") if device.type == "cuda" and as_bool(amp, "amp") else contextlib.nullcontext()
 
 
 def _predict_centres(
@@ -446,6 +448,8 @@ def iterate_images(
     seed: int = 0,
     max_images: int | None = None,
     image_key: str = "image",
+    skip_log: SkipLog | None = None,
+    stage: str = "images",
 ) -> Iterator[PreprocessedImage]:
     """Preprocess the first ``max_images`` entries of a datalist one at a time, and cut their patches.
 
@@ -453,6 +457,12 @@ def iterate_images(
     transform's list, or a single dict). A random patch transform (anything with ``set_random_state``, e.g. a
     ``Compose`` holding :class:`~cxr_monai.transforms.RandLungPatchd`) is reseeded with ``seed + index`` before
     each image, so an image's patches do not depend on ``max_images`` or on the images before it.
+
+    With a ``skip_log``, an image whose preprocessing or patches fail on the data (an unreadable file, an image the
+    patch sampler cannot use: :func:`~cxr_monai.data.robust.data_error`; or a
+    :class:`~cxr_monai.data.robust.SkippedImage` from a :class:`~cxr_monai.data.robust.SkippingCompose`) is skipped
+    and recorded there as ``stage`` (logged, written to its CSV; :class:`~cxr_monai.data.robust.TooManySkippedError`
+    once more than its fraction of the entries are); without one, such an error propagates.
 
     Stems come from :func:`output_stem` of the entry's image path; a stem seen before gets ``-2``, ``-3``, ...
     appended (with a warning), so outputs of same-named files in different folders do not overwrite each other.
@@ -462,20 +472,41 @@ def iterate_images(
     for index, entry in enumerate(entries):
         if image_key not in entry:
             raise KeyError(f"datalist entry {index} has no '{image_key}' (keys: {sorted(entry)}).")
+        try:
+            data = _usable(preprocessing(dict(entry)))
+            patches: list[Mapping[str, Any]] = []
+            if patch_transform is not None:
+                if hasattr(patch_transform, "set_random_state"):
+                    patch_transform.set_random_state(seed=seed + index)
+                samples = _usable(patch_transform(data))
+                patches = [samples] if isinstance(samples, Mapping) else list(samples)
+        except Exception as error:
+            if skip_log is None or data_error(error) is None:
+                raise
+            skip_log.add(stage, error.record if isinstance(error, _Skipped) else skipped_image(entry, error, image_key),
+                         len(entries))
+            continue
         stem = output_stem(entry[image_key])
         seen[stem] += 1
         if seen[stem] > 1:
             logger.warning("%s: another image has the stem %r; writing its outputs as %r",
                            entry[image_key], stem, f"{stem}-{seen[stem]}")
             stem = f"{stem}-{seen[stem]}"
-        data = preprocessing(dict(entry))
-        patches: list[Mapping[str, Any]] = []
-        if patch_transform is not None:
-            if hasattr(patch_transform, "set_random_state"):
-                patch_transform.set_random_state(seed=seed + index)
-            samples = patch_transform(data)
-            patches = [samples] if isinstance(samples, Mapping) else list(samples)
         yield PreprocessedImage(index, stem, data, patches)
+
+
+class _Skipped(ValueError):
+    """A :class:`~cxr_monai.data.robust.SkippedImage` a transform returned, raised as the data error it stands for."""
+
+    def __init__(self, record: SkippedImage) -> None:
+        super().__init__(f"{record.image}: {record.reason}")
+        self.record = record
+
+
+def _usable(result: Any) -> Any:
+    if isinstance(result, SkippedImage):
+        raise _Skipped(result)
+    return result
 
 
 def stack_patches(samples: Sequence[Mapping[str, Any]], key: str = "image") -> torch.Tensor:
@@ -511,6 +542,11 @@ class InpaintingInference:
     ``index.csv`` (columns ``image, kind, patch, path, note``) lists every file written, paths relative to
     ``output_dir``, and every skipped heatmap. Output names come from the image file stem only.
 
+    An image that cannot be read or cut into patches is skipped: a warning names the file and the reason, and
+    ``skipped.csv`` (``stage, image, reason``) lists it; the run stops with
+    :class:`~cxr_monai.data.robust.TooManySkippedError` only when more than ``max_skipped_fraction`` of the images
+    are skipped.
+
     Example::
 
         runner = InpaintingInference(generator, load_datalist("phantom/datalist.json", "test"), preprocessing,
@@ -543,6 +579,7 @@ class InpaintingInference:
         amp: bool = True,
         image_score_quantile: float | None = 0.95,
         mask_key: str = "lung_mask",
+        max_skipped_fraction: float = 0.05,
     ) -> None:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device) if isinstance(generator, torch.nn.Module) else generator
@@ -561,6 +598,8 @@ class InpaintingInference:
         self.amp = amp
         self.image_score_quantile, self.mask_key = image_score_quantile, mask_key
         self.image_scores: list[dict[str, Any]] = []
+        self.max_skipped_fraction = float(max_skipped_fraction)
+        self.skip_log: SkipLog | None = None
         self.inferer = AnomalyHeatmapInferer(
             window_size, hole_size, stride, batch_size, fill_value, overlap, box_margin, device=self.device, amp=amp
         )
@@ -571,11 +610,12 @@ class InpaintingInference:
         index_path = self.output_dir / "index.csv"
         images = 0
         self.image_scores = []
+        self.skip_log = SkipLog(self.output_dir / "skipped.csv", self.max_skipped_fraction)
         with open(index_path, "w", newline="", encoding="utf-8") as index_file:
             index = csv.DictWriter(index_file, fieldnames=_INDEX_FIELDS)
             index.writeheader()
             for item in iterate_images(self.datalist, self.preprocessing, self.patch_transform, self.seed,
-                                       self.max_images, self.image_key):
+                                       self.max_images, self.image_key, self.skip_log, "inference"):
                 stem = item.stem
                 rows = self._write_patches(stem, item.patches)
                 if self.heatmaps:
@@ -593,6 +633,8 @@ class InpaintingInference:
                 writer.writerows({"rank": rank, **row} for rank, row in enumerate(ranked, start=1))
             logger.info("images ranked by anomaly score in %s", scores_path)
         logger.info("inference outputs of %d images in %s (index: %s)", images, self.output_dir, index_path)
+        if self.skip_log.count():
+            logger.warning("%d images skipped, listed in %s", self.skip_log.count(), self.skip_log.path)
         return index_path
 
     def _row(self, stem: str, kind: str, path: Path | None = None, patch: int | str = "", note: str = "") -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def difference_map(original: np.ndarray | torch.Tensor, inpainted: np.ndarray | 
 
     Example::
 
-        >>> difference_map(np.full((4, 4), 0.5), np.full((4, 4), 0.25)).max()
+        >>> float(difference_map(np.full((4, 4), 0.5), np.full((4, 4), 0.25)).max())
         0.5
     """
     return np.clip(gain * np.abs(_to_numpy(original) - _to_numpy(inpainted)), 0.0, 1.0)
@@ -38,14 +39,18 @@ def inpainting_grid(
     inpainted: np.ndarray | torch.Tensor,
     gain: float = 2.0,
     pad: int = 2,
+    labels: bool | Sequence[str] = True,
 ) -> np.ndarray:
     """Grid of patches in [0, 1]: one column per sample, rows original | masked | inpainted | gain×|difference|.
 
-    Inputs are ``(B, 1, H, W)`` or ``(B, H, W)``; returns a float ``(rows, cols)`` image with white padding.
+    Inputs are ``(B, 1, H, W)`` or ``(B, H, W)``; returns a float ``(rows, cols)`` image with white padding. With
+    ``labels`` (default) a white column on the left names each row (``original``, ``masked``, ``inpainted``,
+    ``2x|difference|``; or four names of one's own) in black, so a grid found in an MLflow run or an output folder
+    explains itself.
 
     Example::
 
-        >>> inpainting_grid(np.zeros((3, 1, 8, 8)), np.zeros((3, 1, 8, 8)), np.ones((3, 1, 8, 8))).shape
+        >>> inpainting_grid(np.zeros((3, 1, 8, 8)), np.zeros((3, 1, 8, 8)), np.ones((3, 1, 8, 8)), labels=False).shape
         (42, 32)
     """
     rows = [_to_numpy(a) for a in (image, masked, inpainted)]
@@ -57,7 +62,27 @@ def inpainting_grid(
         for c in range(n):
             y, x = pad + r * (h + pad), pad + c * (w + pad)
             grid[y : y + h, x : x + w] = row[c]
-    return grid
+    if labels is False:
+        return grid
+    names = ("original", "masked", "inpainted", f"{gain:g}x|difference|") if labels is True else tuple(labels)
+    if len(names) != 4:
+        raise ValueError(f"inpainting_grid needs 4 row labels, got {len(names)}: {names}")
+    return np.concatenate([_label_column(names, h, pad, grid.shape[0]), grid], axis=1)
+
+
+def _label_column(names: Sequence[str], row_height: int, pad: int, height: int) -> np.ndarray:
+    """A white ``(height, width)`` float column with ``names[r]`` in black, centred on row ``r`` of the grid."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=int(np.clip(row_height // 8, 10, 24)))
+    boxes = [font.getbbox(name) for name in names]
+    width = max(box[2] - box[0] for box in boxes) + 2 * pad + 4
+    column = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(column)
+    for r, (name, box) in enumerate(zip(names, boxes)):
+        centre = pad + r * (row_height + pad) + row_height / 2
+        draw.text((pad + 2 - box[0], centre - (box[1] + box[3]) / 2), name, fill=0, font=font)
+    return np.asarray(column, dtype=np.float32) / 255.0
 
 
 def heatmap_overlay(

@@ -1,0 +1,86 @@
+"""Small helpers shared by the package and the bundle configs: booleans from the command line, torch.distributed
+ranks, and one-line reports of data errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import str2bool
+
+__all__ = ["as_bool", "is_distributed", "is_rank0", "report_data_errors_in_one_line", "user_errors"]
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A bundle key's boolean: ``True``/``False``, ``1``/``0`` and the strings ``"true"``/``"false"``/``"1"``/``"0"``
+    (any case; also MONAI's ``str2bool`` words ``yes``/``no``/``y``/``n``/``t``/``f``).
+
+    ``python -m monai.bundle run --resume false`` passes the string ``'false'`` (Python Fire parses only Python
+    literals), which plain ``if value:`` would take for true; the components and config expressions of the
+    bundles read every boolean key through this function. Raises ``ValueError`` naming ``name`` otherwise.
+
+    >>> [as_bool(v) for v in (True, "false", "True", "0", 1, np.bool_(False))]
+    [True, False, True, False, True, False]
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    try:
+        return str2bool(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(f"{name} must be true or false (also 'true'/'false', 1/0), got {value!r}.") from None
+
+
+def is_distributed() -> bool:
+    """Whether this process is one rank of an initialised ``torch.distributed`` group."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_rank0() -> bool:
+    """Whether this process writes the run's files: rank 0, or the only process."""
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions whose message alone tells a user what went wrong and with which file: an unreadable image
+    (:class:`~cxr_monai.io.CXRReadError`), a datalist that breaks the schema
+    (:class:`~cxr_monai.data.DatalistError`), more images skipped than a run allows
+    (:class:`~cxr_monai.data.robust.TooManySkippedError`) and a non-finite loss or weight (``FloatingPointError``,
+    raised by :class:`~cxr_monai.engines.NanGuard` and :class:`~cxr_monai.engines.ResumableCheckpoint`)."""
+    from cxr_monai.data.datalist import DatalistError
+    from cxr_monai.data.robust import TooManySkippedError
+    from cxr_monai.io.reader import CXRReadError
+
+    return CXRReadError, DatalistError, TooManySkippedError, FloatingPointError
+
+
+def report_data_errors_in_one_line() -> None:
+    """Make an uncaught :func:`user_errors` exception end the program with its own one-line message.
+
+    MONAI wraps an error raised while a bundle is parsed or run in ``RuntimeError('applying transform ...')`` and
+    ``RuntimeError('Failed to evaluate ...')`` chains that end far from the cause; the bundles call this in
+    ``initialize``, so a run stopped by bad data prints ``CXRReadError: /data/x.png: ...`` to stderr (exit
+    status 1) instead. Every other exception, a bug, keeps Python's full traceback.
+
+    Example::
+
+        "initialize": ["$cxr_monai.utils.report_data_errors_in_one_line()", ...]
+    """
+    from cxr_monai.data.robust import root_cause
+
+    previous = sys.excepthook
+    if getattr(previous, "_cxr_monai_one_line", False):
+        return
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        root = root_cause(error)
+        if isinstance(root, user_errors()):
+            print(f"{type(root).__name__}: {root}", file=sys.stderr)
+            return
+        previous(kind, error, traceback)
+
+    hook._cxr_monai_one_line = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
