@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,12 +118,18 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     client, runs = _runs(out)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    for key in ("l2", "loss", "d_loss", "g_adv", "minimax_value", "d_real", "d_fake", "val_psnr", "val_ssim"):
+    for key in ("l2", "loss", "g_loss", "d_loss", "g_adv", "minimax_value", "d_real", "d_fake", "phase", "val_psnr",
+                "val_ssim"):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "l2")) == 12
+    phases = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "phase"))
+    assert [value for _, value in phases] == [0.0] * 4 + [1.0] * 4 + [2.0] * 4 and run.data.tags["phase"] == "joint"
     assert run.data.params["lambda_l2"] == "0.998" and run.data.params["patch_size"] == "128"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-    assert "grid_epoch0003.png" in artifacts and any(a.startswith("config_") for a in artifacts)
+    assert "skipped.csv" in artifacts and any(a.startswith("config_") for a in artifacts)
+    assert "grids/grid_epoch0003.png" in [a.path for a in client.list_artifacts(run.info.run_id, "grids")]
+    assert run.data.tags["model_path"] == "models/model.pt"
+    assert (out / "skipped.csv").read_text().splitlines() == ["stage,image,reason"]  # nothing skipped
 
     _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
                   infer_max_images=2, channels_last=True), tmp_path / "infer.log")  # the GPU default, on the CPU
@@ -136,8 +143,13 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     screen = list(csv.DictReader(open(out / "screen" / "index.csv", newline="")))
     assert sorted(row["kind"] for row in screen) == ["heatmap", "overlay", "skipped"]
 
+    moved = tmp_path / "moved" / "run"  # the output folder, MLflow store included, moved before evaluation
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    out = moved
     _run(_command(["train.json", "small.json", "evaluate.json"], out, phantoms, tracking=True, working_size=256,
-                  eval_patches_per_image=2), tmp_path / "evaluate.log")
+                  eval_patches_per_image=2),
+         tmp_path / "evaluate.log")
     report = json.loads((out / "evaluation" / "report.json").read_text())
     assert report["counts"]["healthy"] > 0 and report["counts"]["unhealthy"] > 0
     assert "| PSNR |" in (out / "evaluation" / "table.md").read_text()
@@ -147,7 +159,13 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     client, runs = _runs(out)
     evaluate_runs = [r for r in runs if r.info.run_name == "evaluate"]
     assert len(evaluate_runs) == 1
-    assert {"eval_healthy_psnr_mean", "eval_image_auroc"} <= set(evaluate_runs[0].data.metrics)
+    # (no eval_image_auroc: 5 healthy test images are fewer than eval_min_images_per_class)
+    assert {"eval_healthy_psnr_mean", "eval_n_healthy_images"} <= set(evaluate_runs[0].data.metrics)
+    tags = evaluate_runs[0].data.tags
+    assert tags["training_run_id"] == tags["mlflow.parentRunId"] == run.info.run_id
+    assert tags["model_path"] == "models/model.pt" and tags["model_sha256"] == run.data.tags["model_sha256"]
+    assert (out / "mlruns").as_uri() in client.get_run(run.info.run_id).info.artifact_uri  # found after the move
+    assert client.download_artifacts(run.info.run_id, "grids/grid_epoch0003.png", str(tmp_path / "download"))
 
     exported = tmp_path / "model.ts"
     _run(["-m", "monai.bundle", "ckpt_export", "--net_id", "generator_def", "--filepath", str(exported),
@@ -221,3 +239,69 @@ def _validation_psnr(model_path: Path, data_dir: Path) -> float:
     evaluator = parser.get_parsed_content("validate#evaluator")
     evaluator.run()
     return evaluator.state.metrics["val_psnr"]
+
+
+def _corrupt_copy(phantoms: Path, destination: Path, sets: dict[str, int]) -> dict[str, str]:
+    """The phantoms with the image of entry ``index`` of each datalist key in ``sets`` cut to garbage."""
+    shutil.copytree(phantoms, destination)
+    datalist = json.loads((destination / "datalist.json").read_text())
+    broken = {}
+    for key, index in sets.items():
+        image = destination / datalist[key][index]["image"]
+        image.write_bytes(b"not an image")
+        broken[key] = str(image)
+    return broken
+
+
+def test_bad_images_are_skipped_and_too_many_stop_the_run_in_one_line(phantoms, tmp_path):
+    data = tmp_path / "data"
+    broken = _corrupt_copy(phantoms, data, {"training": 0, "test_unhealthy": 0})
+    out = tmp_path / "tolerant"
+    _run(_command(["train.json", "small.json"], out, data, tracking=True, max_skipped_fraction=0.2, **SHORT_RUN),
+         tmp_path / "tolerant.log")
+    rows = list(csv.DictReader(open(out / "skipped.csv", newline="")))
+    assert [(row["stage"], row["image"]) for row in rows] == [("training", broken["training"])]
+    assert f"skipping {broken['training']} (training)" in (tmp_path / "tolerant.log").read_text()
+    assert latest_checkpoint(out / "checkpoints").name == "checkpoint_12.pt"
+    client, [run] = _runs(out)
+    assert run.info.status == "FINISHED"
+
+    _run(_command(["train.json", "small.json", "inference.json"], out, data, working_size=256,
+                  max_skipped_fraction=0.2), tmp_path / "infer.log")
+    rows = list(csv.DictReader(open(out / "inference" / "skipped.csv", newline="")))
+    assert [(row["stage"], row["image"]) for row in rows] == [("inference", broken["test_unhealthy"])]
+
+    strict = tmp_path / "strict"  # the default max_skipped_fraction, 0.05: 1 of 9 training images is too many
+    result = subprocess.run([sys.executable] + _command(["train.json", "small.json"], strict, data, tracking=True,
+                                                        **SHORT_RUN),
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("TooManySkippedError: training: 1 of 9 images could not be used")
+    assert broken["training"] in last
+    assert "Traceback" not in result.stderr and "applying transform" not in result.stdout + result.stderr
+    client, [run] = _runs(strict)
+    assert run.info.status == "FAILED" and broken["training"] in run.data.tags["failure"]
+
+
+def test_finished_run_rerun_rewrites_model_pt_and_resume_false_means_false(phantoms, tmp_path):
+    out = tmp_path / "run"
+    settings = {**SHORT_RUN, "max_epochs": 2}
+    _run(_command(["train.json", "small.json"], out, phantoms, **settings), tmp_path / "train.log")
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)["g_network"]
+    torch.save({"stale": torch.zeros(1)}, out / "models" / "model.pt")  # what a kill in the last save leaves
+    leftovers = [out / "models" / ".model.pt.x1y2z3a4.tmp", out / "checkpoints" / "tmpa1b2c3d4"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    _run(_command(["train.json", "small.json"], out, phantoms, **settings), tmp_path / "rerun.log")
+    written = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(written) == set(final) and all(torch.equal(written[key], final[key]) for key in final)
+    assert not any(path.exists() for path in leftovers)
+    assert "training was already complete at iteration 8" in (tmp_path / "rerun.log").read_text()
+
+    command = _command(["train.json", "small.json"], out, phantoms, **settings)
+    command += ["--resume", "false"]  # as a user types it: Python Fire passes the string 'false'
+    _run(command, tmp_path / "fresh.log")
+    log = (tmp_path / "fresh.log").read_text()
+    assert "resumed from" not in log and "moved the 2 checkpoints of an earlier run" in log
+    assert len(list((out / "checkpoints").glob("previous_*"))) == 1

@@ -242,7 +242,7 @@ def test_image_level_evaluation_needs_no_lesion_boxes(phantom_datalist, tmp_path
         RandLungPatchd(keys="image", box_key="lung_boxes", num_samples=2),
         BoxCenteredPatchd(keys="image", box_key="boxes"), tmp_path, device="cpu",
         tracking_uri=tracking_uri, experiment_name="ce_image_level", heatmap_inferer=inferer,
-        image_score_quantile=0.9,
+        image_score_quantile=0.9, min_images_per_class=2,
     )
     report = evaluation.run()
     assert report.auroc is None and report.counts["unhealthy"] == 0  # no boxes: no lesion-centred patches
@@ -273,3 +273,65 @@ def test_image_level_evaluation_needs_no_lesion_boxes(phantom_datalist, tmp_path
     client = MlflowClient(tracking_uri=tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("ce_image_level").experiment_id])
     assert run.data.metrics["eval_n_unhealthy_images"] == 2 and "eval_image_auroc" in run.data.metrics
+
+
+def lesion_preprocessing() -> Compose:
+    keys = ["image", "lung_mask", "lesion_mask"]
+    return Compose([
+        LoadCXRImaged(keys=keys, ensure_channel_first=True, allow_missing_keys=True),
+        ResizeToWorkingResolutiond(keys=keys, mode=["bilinear", "nearest-exact", "nearest-exact"],
+                                   box_keys=["boxes", "lung_boxes"], longest_side=256, allow_missing_keys=True),
+        LungBoxesd(),
+    ])
+
+
+def test_healthy_patches_from_the_lesion_free_lung_of_abnormal_images(phantom_datalist, tmp_path):
+    """Issue #9: a set where every image has a lesion still gets a healthy test set (their lesion-free lung), the
+    unhealthy holes sit on the lesions, every patch records its hole's lung and lesion share, holes with too little
+    lung are dropped with a note, and the AUROC and PSNR gap come with bootstrap CIs over images."""
+    unhealthy = load_datalist(phantom_datalist, "test_unhealthy")
+    evaluation = InpaintingEvaluation(
+        GreyGenerator(), [], unhealthy, lesion_preprocessing(),
+        RandLungPatchd(keys="image", mask_key="lung_mask", lesion_mask_key="lesion_mask", num_samples=4,
+                       lesion_free="hole", min_hole_lung_fraction=0.5, lung_fraction_key="hole_lung_fraction"),
+        BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask", lung_mask_key="lung_mask",
+                          min_hole_lung_fraction=0.5, lung_fraction_key="hole_lung_fraction",
+                          lesion_fraction_key="hole_lesion_fraction"),
+        tmp_path, device="cpu", healthy_from_unhealthy=True, min_hole_lung_fraction=0.5, n_resamples=200,
+    )
+    assert evaluation.lesion_free_sources() == unhealthy
+    report = evaluation.run()
+    stems = {Path(entry["image"]).stem for entry in unhealthy}
+    healthy_rows = [row for row in report.per_patch if row["set"] == "healthy"]
+    lesion_rows = [row for row in report.per_patch if row["set"] == "unhealthy"]
+    assert {row["image"] for row in healthy_rows} == stems and len(healthy_rows) == 4 * len(unhealthy)
+    assert all(row["hole_lung_fraction"] >= 0.5 for row in report.per_patch)
+    assert all(row["hole_lesion_fraction"] > 0 for row in lesion_rows)  # small nodules fill a part of it
+    assert report.summary["unhealthy"]["hole_lesion_fraction_mean"] > 0.05
+    assert report.images == {"healthy": len(unhealthy), "unhealthy": len(unhealthy)}
+    dropped = [note for note in report.notes if "dropped" in note]
+    kept = sum(len(entry["boxes"]) for entry in unhealthy) - len(lesion_rows)
+    assert (kept == 0) == (not dropped)  # a drop is always said
+    for name in ("auroc", "psnr_gap"):
+        interval = report.intervals[name]
+        assert interval.low <= interval.value <= interval.high and interval.resamples > 0
+    table = (tmp_path / "table.md").read_text()
+    assert "PSNR gap (healthy - unhealthy, dB)" in table and "95 % CI" in table and "HOLE LESION FRACTION" in table
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["intervals"]["auroc"]["value"] == pytest.approx(report.auroc)
+    assert {"anomaly_auroc_ci_low", "psnr_gap", "psnr_gap_ci_high"} <= set(report.metrics())
+    rows = list(csv.DictReader(open(tmp_path / "per_patch.csv", newline="")))
+    assert all(row["hole_lung_fraction"] for row in rows)
+
+
+def test_image_level_auroc_needs_ten_images_per_class():
+    from cxr_monai.engines.evaluation import ImageScores, evaluate_images
+
+    def scores(values):
+        return ImageScores(np.asarray(values, dtype=float), [{"image": f"i{k}"} for k in range(len(values))])
+
+    one_healthy = evaluate_images(scores([0.1]), scores(np.linspace(0.2, 0.9, 95)))
+    assert one_healthy.auroc is None and not one_healthy.intervals
+    assert any("1 healthy images, fewer than 10 per class" in note for note in one_healthy.notes)
+    enough = evaluate_images(scores(np.linspace(0, 0.5, 10)), scores(np.linspace(0.3, 0.9, 12)), n_resamples=300)
+    assert enough.auroc is not None and enough.intervals["auroc"].low <= enough.auroc <= enough.intervals["auroc"].high

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from monai.utils import path_to_uri
 
+from cxr_monai.data.robust import SkipLog
+from cxr_monai.engines.handlers import KIND_TAG, file_sha256, find_training_run, relocate_mlflow_artifacts
 from cxr_monai.engines.inpainting import (
     AnomalyHeatmapInferer,
     Generator,
@@ -54,7 +56,14 @@ from cxr_monai.metrics import (
     reconstruction_metrics,
     summarize,
 )
+from cxr_monai.metrics.bootstrap import (
+    DEFAULT_RESAMPLES,
+    BootstrapInterval,
+    image_level_intervals,
+    patch_level_intervals,
+)
 from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, source_name
+from cxr_monai.utils import as_bool
 
 __all__ = [
     "HEALTHY",
@@ -80,8 +89,14 @@ _SETS = (HEALTHY, UNHEALTHY)
 _MEASURES = ("psnr", "mse", "ssim", "anomaly_score")
 _CSV_FIELDS = (
     "set", "image", "patch", "patch_x_min", "patch_y_min", "patch_x_max", "patch_y_max",
-    "box_x_min", "box_y_min", "box_x_max", "box_y_max", "box_label", "psnr", "mse", "ssim", "anomaly_score",
+    "box_x_min", "box_y_min", "box_x_max", "box_y_max", "box_label", "hole_lung_fraction", "hole_lesion_fraction",
+    "psnr", "mse", "ssim", "anomaly_score",
 )
+_FRACTIONS = ("hole_lung_fraction", "hole_lesion_fraction")
+#: skipped.csv stage of the abnormal test images that give no healthy patch (no lesion-free lung); never a failure
+LESION_FREE_STAGE = "healthy patches (lesion-free lung of abnormal images)"
+#: fewest images of each class an AUROC is reported for (fewer print the counts instead of a number)
+MIN_IMAGES_PER_CLASS = 10
 _IMAGE_CSV_FIELDS = ("set", "image", "image_score", "region", "windows")
 
 
@@ -92,7 +107,8 @@ class PatchSet:
     ``patches`` is ``(N, C, P, P)`` in [0, 1]. ``records[i]`` describes patch ``i``: ``image`` (output stem of its
     radiograph), ``patch`` (index within that image), ``patch_box`` (``[x_min, y_min, x_max, y_max]`` in pixels of
     the working-resolution image, or ``None``), ``box`` and ``box_label`` (the annotated box a patch is centred
-    on, or ``None``). ``skipped`` lists images left out, each with its reason.
+    on, or ``None``), and ``hole_lung_fraction`` / ``hole_lesion_fraction`` (share of the hole that is lung / lesion,
+    ``None`` without that mask). ``skipped`` lists images left out, each with its reason.
     """
 
     patches: torch.Tensor
@@ -109,8 +125,8 @@ class PatchSet:
         if isinstance(patches, PatchSet):
             return patches
         patches = torch.as_tensor(patches)
-        records = [{"image": "", "patch": i, "patch_box": None, "box": None, "box_label": None}
-                   for i in range(len(patches))]
+        records = [{"image": "", "patch": i, "patch_box": None, "box": None, "box_label": None,
+                    "hole_lung_fraction": None, "hole_lesion_fraction": None} for i in range(len(patches))]
         return cls(patches, records)
 
 
@@ -130,12 +146,16 @@ def collect_patches(
     max_images: int | None = None,
     image_key: str = "image",
     require_key: str | None = None,
+    skip_log: SkipLog | None = None,
+    stage: str = "patches",
 ) -> PatchSet:
     """Cut the patches of a datalist into a :class:`PatchSet` (each image decoded once, see
     :func:`~cxr_monai.engines.inpainting.iterate_images`; a random patch transform is reseeded with ``seed + index``).
 
     Entries without a non-empty ``require_key`` (e.g. ``"boxes"`` for box-centred patches of an abnormal image
-    that has labels but no box) are skipped: the log names the file, ``skipped`` its stem and the reason.
+    that has labels but no box) are skipped: the log names the file, ``skipped`` its stem and the reason. With a
+    ``skip_log``, so are images that cannot be read or cut into patches (recorded there as ``stage``, see
+    :func:`~cxr_monai.engines.inpainting.iterate_images`); without one, their error propagates.
 
     Example::
 
@@ -151,7 +171,7 @@ def collect_patches(
             continue
         entries.append(entry)
     patches, records = [], []
-    for item in iterate_images(entries, preprocessing, patch_transform, seed, max_images, image_key):
+    for item in iterate_images(entries, preprocessing, patch_transform, seed, max_images, image_key, skip_log, stage):
         if item.patches:
             patches.append(stack_patches(item.patches, image_key))
         for k, sample in enumerate(item.patches):
@@ -162,9 +182,33 @@ def collect_patches(
                 "patch_box": _int_list(sample.get("patch_box")),
                 "box": _float_list(sample.get("box")),
                 "box_label": None if label is None else str(label),
+                **{key: _optional_float(sample.get(key)) for key in _FRACTIONS},
             })
+    if skip_log is not None:
+        skipped += [f"{output_stem(record.image)}: {record.reason}" for record in skip_log.skipped(stage)]
     stacked = torch.cat(patches) if patches else torch.zeros((0, 1, 0, 0))
     return PatchSet(stacked, records, skipped)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def select_patches(patch_set: PatchSet, keep: Sequence[bool]) -> PatchSet:
+    """The patches (and records) of ``patch_set`` where ``keep`` is true; ``skipped`` is carried over."""
+    keep = [bool(k) for k in keep]
+    if len(keep) != len(patch_set.records):
+        raise ValueError(f"{len(keep)} flags for {len(patch_set.records)} patches.")
+    index = torch.as_tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+    patches = patch_set.patches[index] if len(index) else patch_set.patches[:0]
+    return PatchSet(patches, [r for r, k in zip(patch_set.records, keep) if k], list(patch_set.skipped))
+
+
+def concat_patch_sets(*patch_sets: PatchSet) -> PatchSet:
+    """One :class:`PatchSet` holding the patches, records and skipped images of all of ``patch_sets`` in order."""
+    filled = [patch_set.patches for patch_set in patch_sets if len(patch_set.patches)]
+    patches = torch.cat(filled) if filled else patch_sets[0].patches
+    return PatchSet(patches, [r for p in patch_sets for r in p.records], [x for p in patch_sets for x in p.skipped])
 
 
 def _has_items(value: Any) -> bool:
@@ -191,13 +235,16 @@ def collect_image_scores(
     image_key: str = "image",
     boxes_key: str = "lung_boxes",
     mask_key: str = "lung_mask",
+    skip_log: SkipLog | None = None,
+    stage: str = "images",
 ) -> ImageScores:
     """Score each image of a datalist by its full-image anomaly heatmap (:func:`~cxr_monai.engines.lung_image_score`).
 
     Each image goes through ``preprocessing`` (load -> working resolution -> lung boxes), ``inferer`` over its
     ``boxes_key`` boxes, then the ``quantile`` of the heatmap inside its lung mask (``mask_key``, when the
     datalist has masks) or over every covered pixel of the boxes. An image whose boxes hold no window, or whose
-    mask misses every covered pixel, is skipped: the log names the file, ``skipped`` its stem and the reason.
+    mask misses every covered pixel, is skipped: the log names the file, ``skipped`` its stem and the reason. With a
+    ``skip_log``, so is an image that cannot be read (recorded there as ``stage``); without one, its error propagates.
 
     Example::
 
@@ -205,7 +252,7 @@ def collect_image_scores(
                                        AnomalyHeatmapInferer(stride=32, box_margin=32))
     """
     scores, records, skipped = [], [], []
-    for item in iterate_images(datalist, preprocessing, None, 0, max_images, image_key):
+    for item in iterate_images(datalist, preprocessing, None, 0, max_images, image_key, skip_log, stage):
         data = item.data
         if data.get(boxes_key) is None:
             raise KeyError(f"{data.get(image_key, item.stem)}: no '{boxes_key}' after preprocessing; add LungBoxesd.")
@@ -225,6 +272,8 @@ def collect_image_scores(
             continue
         scores.append(score)
         records.append({"image": item.stem, "region": region, "windows": len(heatmap.windows)})
+    if skip_log is not None:
+        skipped += [f"{output_stem(record.image)}: {record.reason}" for record in skip_log.skipped(stage)]
     return ImageScores(np.asarray(scores, dtype=np.float64), records, skipped)
 
 
@@ -239,15 +288,28 @@ class ImageLevelReport:
     auroc: float | None
     notes: list[str]
     quantile: float
+    intervals: dict[str, BootstrapInterval] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, HEALTHY: self.summary[HEALTHY], UNHEALTHY: self.summary[UNHEALTHY],
                 "auroc": self.auroc, "notes": self.notes,
+                "intervals": {name: interval.to_dict() for name, interval in self.intervals.items()},
                 "image_score": f"{self.quantile:g} quantile of the full-image heatmap over the lungs"}
 
 
-def evaluate_images(healthy: ImageScores, unhealthy: ImageScores, quantile: float = 0.95) -> ImageLevelReport:
-    """Summarise two :class:`ImageScores` (mean ± population std) and their AUROC.
+def evaluate_images(
+    healthy: ImageScores,
+    unhealthy: ImageScores,
+    quantile: float = 0.95,
+    min_images_per_class: int = MIN_IMAGES_PER_CLASS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> ImageLevelReport:
+    """Summarise two :class:`ImageScores` (mean ± population std) and their AUROC with a bootstrap 95 % CI
+    (healthy and abnormal images resampled separately, ``n_resamples`` times; 0 skips the CI).
+
+    The AUROC is only reported when each class has at least ``min_images_per_class`` images: from a handful of
+    images it is a number without meaning (one healthy image against 95 abnormal ones can give anything).
 
     Example::
 
@@ -265,11 +327,18 @@ def evaluate_images(healthy: ImageScores, unhealthy: ImageScores, quantile: floa
         summary[name] = summarize({"image_score": image_scores.scores})
         per_image += [{"set": name, **record, "image_score": float(score)}
                       for record, score in zip(image_scores.records, image_scores.scores)]
-    auroc = None
-    if len(healthy.scores) and len(unhealthy.scores):
-        auroc = anomaly_auroc(healthy.scores, unhealthy.scores)
+    auroc, intervals = None, {}
     counts = {name: len(image_scores.scores) for name, image_scores in sets.items()}
-    return ImageLevelReport(per_image, summary, counts, auroc, notes, quantile)
+    few = [f"{counts[name]} {name}" for name in _SETS if counts[name] < min_images_per_class]
+    if few:
+        notes.append(f"no image-level AUROC: {' and '.join(few)} images, fewer than {min_images_per_class} per class.")
+    else:
+        auroc = anomaly_auroc(healthy.scores, unhealthy.scores)
+        if n_resamples:
+            labels = [False] * counts[HEALTHY] + [True] * counts[UNHEALTHY]
+            scores = np.concatenate([healthy.scores, unhealthy.scores])
+            intervals = image_level_intervals(labels, scores, n_resamples, seed=seed)
+    return ImageLevelReport(per_image, summary, counts, auroc, notes, quantile, intervals)
 
 
 @dataclass
@@ -289,6 +358,8 @@ class InpaintingReport:
     notes: list[str]
     settings: dict[str, Any]
     image_level: ImageLevelReport | None = None
+    intervals: dict[str, BootstrapInterval] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Flat ``{name: value}`` for MLflow: ``healthy_psnr_mean``, ..., ``n_healthy``, ``anomaly_auroc``, and
@@ -300,6 +371,9 @@ class InpaintingReport:
                 flat[f"{name}_{key}"] = value
         if self.auroc is not None:
             flat["anomaly_auroc"] = self.auroc
+        for name, interval in self.intervals.items():
+            stem = "anomaly_auroc" if name == "auroc" else name
+            flat[stem], flat[f"{stem}_ci_low"], flat[f"{stem}_ci_high"] = interval.value, interval.low, interval.high
         if self.image_level is not None:
             for name in _SETS:
                 flat[f"n_{name}_images"] = float(self.image_level.counts[name])
@@ -307,6 +381,9 @@ class InpaintingReport:
                     flat[f"{name}_{key}"] = value
             if self.image_level.auroc is not None:
                 flat["image_auroc"] = self.image_level.auroc
+            if "auroc" in self.image_level.intervals:
+                interval = self.image_level.intervals["auroc"]
+                flat["image_auroc_ci_low"], flat["image_auroc_ci_high"] = interval.low, interval.high
         return flat
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,6 +393,8 @@ class InpaintingReport:
             HEALTHY: self.summary[HEALTHY],
             UNHEALTHY: self.summary[UNHEALTHY],
             "anomaly_auroc": self.auroc,
+            "intervals": {name: interval.to_dict() for name, interval in self.intervals.items()},
+            "images": self.images,
             "notes": self.notes,
             "settings": self.settings,
             "image_level": None if self.image_level is None else self.image_level.to_dict(),
@@ -339,6 +418,8 @@ def evaluate_inpainting(
     amp: bool = True,
     ssim_kernel_type: str = "uniform",
     ssim_win_size: int = 7,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> InpaintingReport:
     """Inpaint both patch sets and score the centres against the originals (seed 001 Table 1, plus AUROC).
 
@@ -347,7 +428,11 @@ def evaluate_inpainting(
     ``fill_value``, ``overlap``). Per patch: PSNR (dB, 8-bit peak, clipped at 100 dB), MSE (0-255 scale) and SSIM
     of the ``hole_size`` centre (:func:`cxr_monai.metrics.reconstruction_metrics`), and the anomaly score, mean
     ``|original - inpainted|`` over the centre in [0, 1] units (:func:`cxr_monai.metrics.anomaly_score`). The
-    AUROC of the scores, unhealthy as positives, needs both sets; an empty set gives ``None`` and a note.
+    AUROC of the scores, unhealthy as positives, needs both sets; an empty set gives ``None`` and a note. The AUROC
+    and the PSNR gap (mean healthy minus mean unhealthy PSNR) get bootstrap 95 % CIs that resample the images the
+    patches come from (:func:`~cxr_monai.metrics.bootstrap.patch_level_intervals`; ``n_resamples=0`` skips them;
+    patches without an image name count as their own image). When the records carry hole fractions, the summary
+    also gives their mean per set.
 
     Example::
 
@@ -390,12 +475,27 @@ def evaluate_inpainting(
         "std": "population (ddof=0)",
         "auroc": "unhealthy patches positive, ranked by anomaly_score",
     }
+    for name in _SETS:
+        for key in _FRACTIONS:
+            values = [row[key] for row in per_patch if row["set"] == name and row.get(key) is not None]
+            if values and summary[name] is not None:
+                summary[name][f"{key}_mean"] = float(np.mean(values))
+                summary[name][f"{key}_std"] = float(np.std(values))
+    units = [row["image"] or f"{row['set']}#{number}" for number, row in enumerate(per_patch)]
+    images = {name: len({unit for unit, row in zip(units, per_patch) if row["set"] == name}) for name in _SETS}
+    intervals = {}
+    if auroc is not None and n_resamples:
+        intervals = patch_level_intervals(units, [row["set"] == UNHEALTHY for row in per_patch],
+                                          [row["anomaly_score"] for row in per_patch],
+                                          [row["psnr"] for row in per_patch], n_resamples, seed=seed)
+        settings["intervals"] = (f"percentile bootstrap, {n_resamples} resamples of the images the patches come "
+                                 "from; psnr_gap = mean healthy PSNR - mean unhealthy PSNR (dB)")
     counts = {name: len(s.patches) for name, s in sets.items()}
-    return InpaintingReport(per_patch, summary, counts, auroc, notes, settings)
+    return InpaintingReport(per_patch, summary, counts, auroc, notes, settings, intervals=intervals, images=images)
 
 
 def _cell(summary: Mapping[str, float] | None, measure: str, digits: int) -> str:
-    if summary is None:
+    if summary is None or f"{measure}_mean" not in summary:
         return "—"
     return f"{summary[f'{measure}_mean']:.{digits}f} ± {summary[f'{measure}_std']:.{digits}f}"
 
@@ -412,11 +512,22 @@ def markdown_table(report: InpaintingReport) -> str:
     """
     healthy, unhealthy = report.summary[HEALTHY], report.summary[UNHEALTHY]
     rows = [("PSNR", "psnr", 2), ("MSE", "mse", 2), ("SSIM", "ssim", 2), ("ANOMALY SCORE", "anomaly_score", 4)]
+    rows += [(title, key, 2) for title, key in (("HOLE LUNG FRACTION", "hole_lung_fraction"),
+                                                 ("HOLE LESION FRACTION", "hole_lesion_fraction"))
+             if any(f"{key}_mean" in (summary or {}) for summary in (healthy, unhealthy))]
     lines = ["| MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET |", "| --- | --- | --- |"]
     lines += [f"| {title} | {_cell(healthy, key, d)} | {_cell(unhealthy, key, d)} |" for title, key, d in rows]
     lines.append(f"| PATCHES | {report.counts[HEALTHY]} | {report.counts[UNHEALTHY]} |")
+    if report.images:
+        lines.append(f"| IMAGES | {report.images.get(HEALTHY, 0)} | {report.images.get(UNHEALTHY, 0)} |")
     lines.append("")
-    if report.auroc is not None:
+    if report.auroc is not None and "auroc" in report.intervals:
+        lines.append("Anomaly AUROC (unhealthy vs healthy patches, by anomaly score): "
+                     f"**{report.intervals['auroc'].format()}**")
+        lines.append("PSNR gap (healthy - unhealthy, dB): "
+                     f"**{report.intervals['psnr_gap'].format(2)}**")
+        lines.append(f"(CIs: {report.settings['intervals']}.)")
+    elif report.auroc is not None:
         lines.append(f"Anomaly AUROC (unhealthy vs healthy patches, by anomaly score): **{report.auroc:.3f}**")
     else:
         lines.append("Anomaly AUROC: not computed (" + "; ".join(n for n in report.notes if "AUROC" in n) + ")")
@@ -443,7 +554,9 @@ def _image_level_lines(image_level: ImageLevelReport) -> list[str]:
         "",
     ]
     if image_level.auroc is not None:
-        lines.append(f"Image-level AUROC (abnormal vs healthy images, by image score): **{image_level.auroc:.3f}**")
+        value = (image_level.intervals["auroc"].format() if "auroc" in image_level.intervals
+                 else f"{image_level.auroc:.3f}")
+        lines.append(f"Image-level AUROC (abnormal vs healthy images, by image score): **{value}**")
     else:
         reasons = "; ".join(note for note in image_level.notes if "AUROC" in note)
         lines.append(f"Image-level AUROC: not computed ({reasons})")
@@ -457,8 +570,9 @@ def _image_level_lines(image_level: ImageLevelReport) -> list[str]:
 
 
 def _csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = {key: row.get(key, "") for key in ("set", "image", "patch", "box_label", *_MEASURES)}
-    out["box_label"] = out["box_label"] or ""
+    out = {key: row.get(key, "") for key in ("set", "image", "patch", "box_label", *_FRACTIONS, *_MEASURES)}
+    for key in ("box_label", *_FRACTIONS):
+        out[key] = "" if out[key] is None else out[key]
     for prefix, key in (("patch", "patch_box"), ("box", "box")):
         values = row.get(key) or [""] * 4
         for name, value in zip(("x_min", "y_min", "x_max", "y_max"), values):
@@ -506,8 +620,9 @@ def log_report_to_mlflow(
     artifact_path: str = "evaluation",
     prefix: str = "eval_",
     artifact_location: str | None = None,
+    model_path: str | os.PathLike | None = None,
 ) -> str:
-    """Log the report's metrics (``prefix`` + :meth:`InpaintingReport.metrics`) and its three files to MLflow.
+    """Log the report's metrics (``prefix`` + :meth:`InpaintingReport.metrics`) and its files to MLflow.
 
     With ``run_id`` the metrics go into that run (e.g. the training run); otherwise a new run ``run_name`` is
     created in ``experiment_name`` (created if missing, artifacts under ``<db folder>/mlruns`` for a
@@ -515,11 +630,20 @@ def log_report_to_mlflow(
     when ``None`` the files are written to a temporary folder for the upload. The URI must be a database or server
     URI (``sqlite:///...``): MLflow 3 refuses its file store. ``MLFLOW_TRACKING_URI``, when set, takes precedence
     over ``tracking_uri``, as in MONAI's ``MLFlowHandler``, so the table lands in the store the training run
-    went to. Returns the run id.
+    went to. A store whose folder was moved is pointed at its artifacts first
+    (:func:`~cxr_monai.engines.relocate_mlflow_artifacts`). Returns the run id.
+
+    With ``model_path`` (the model file that was scored) the run gets the tags ``model_path`` (relative to the
+    store's folder when inside it) and ``model_sha256``, and, when a training run of the experiment tagged the
+    same sha256 (:class:`~cxr_monai.engines.MLFlowTracker`), ``training_run_id``/``training_run_name`` and
+    ``mlflow.parentRunId``: the MLflow UI shows the evaluation nested under the training run that wrote the model.
+    The run's note says what was scored. A new run carries ``cxr_monai.kind = evaluate`` and ends FAILED if
+    logging fails.
 
     Example::
 
-        run_id = log_report_to_mlflow(report, "sqlite:////abs/runs/ce/mlruns.db", "context_encoder")
+        run_id = log_report_to_mlflow(report, "sqlite:////abs/runs/ce/mlruns.db", "context_encoder",
+                                      model_path="/abs/runs/ce/models/model.pt")
     """
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -528,6 +652,7 @@ def log_report_to_mlflow(
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise ValueError(f"tracking_uri {tracking_uri!r} is an MLflow file store, which MLflow 3 refuses; use "
                          "sqlite:///<absolute path>/mlruns.db (monai.utils.path_to_sqlite_uri) or a server URI.")
+    relocate_mlflow_artifacts(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     created = run_id is None
     if created:
@@ -537,18 +662,51 @@ def log_report_to_mlflow(
             experiment_id = client.create_experiment(experiment_name, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
-        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
-    timestamp = int(time.time() * 1000)
-    metrics = [Metric(f"{prefix}{key}", float(value), timestamp, 0) for key, value in report.metrics().items()
-               if math.isfinite(value)]
-    client.log_batch(run_id, metrics=metrics)
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = files if files is not None else write_report(report, scratch)
-        for path in paths.values():
-            client.log_artifact(run_id, os.fspath(path), artifact_path)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={KIND_TAG: "evaluate"}).info.run_id
+    else:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    try:
+        if model_path is not None:
+            client.log_batch(run_id, tags=_model_tags(client, experiment_id, tracking_uri, Path(model_path)))
+        timestamp = int(time.time() * 1000)
+        metrics = [Metric(f"{prefix}{key}", float(value), timestamp, 0) for key, value in report.metrics().items()
+                   if math.isfinite(value)]
+        client.log_batch(run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as scratch:
+            paths = files if files is not None else write_report(report, scratch)
+            for path in paths.values():
+                client.log_artifact(run_id, os.fspath(path), artifact_path)
+    except BaseException:
+        if created:
+            client.set_terminated(run_id, "FAILED")
+        raise
     if created:
         client.set_terminated(run_id)
     return run_id
+
+
+def _model_tags(client: Any, experiment_id: str, tracking_uri: str, model_path: Path) -> list:
+    """The tags naming the scored model file and the training run that wrote it (see :func:`log_report_to_mlflow`)."""
+    from mlflow.entities import RunTag
+
+    sha256 = file_sha256(model_path)
+    shown = model_path.resolve()
+    if tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri[len("sqlite:///"):]).parent.resolve()
+        shown = shown.relative_to(store) if shown.is_relative_to(store) else shown
+    tags = {"model_path": shown.as_posix(), "model_sha256": sha256}
+    training = find_training_run(client, experiment_id, sha256)
+    if training is None:
+        logger.warning("no training run of this MLflow experiment wrote %s (sha256 %s); the evaluation run is not "
+                       "linked to one", model_path, sha256)
+        tags["mlflow.note.content"] = (f"Evaluation of {tags['model_path']} (sha256 {sha256}); no training run of "
+                                       "this experiment logged a model with these bytes.")
+    else:
+        tags.update({"training_run_id": training.info.run_id, "training_run_name": training.info.run_name or "",
+                     "mlflow.parentRunId": training.info.run_id})
+        tags["mlflow.note.content"] = (f"Evaluation of {tags['model_path']} (sha256 {sha256}), the model written by "
+                                       f"training run {training.info.run_name} ({training.info.run_id}).")
+    return [RunTag(key, value) for key, value in tags.items()]
 
 
 class InpaintingEvaluation:
@@ -565,6 +723,21 @@ class InpaintingEvaluation:
     With a ``heatmap_inferer`` the report also gets an image-level evaluation (:func:`collect_image_scores` on the
     ``test`` images and on every ``test_unhealthy`` image, boxes or not; ``image_score_quantile``), which is what
     a dataset with image labels but no lesion boxes can be evaluated by.
+
+    Real radiographs with lesion masks (issue #9): ``healthy_from_unhealthy`` also draws healthy patches from the
+    lesion-free lung of the ``test_unhealthy`` images that carry a ``lesion_mask`` (the healthy patch transform must
+    keep clear of lesions, e.g. ``RandLungPatchd(lesion_mask_key="lesion_mask")``), so a set where every image has a
+    lesion still has a healthy test set, from the same patients. ``min_hole_lung_fraction`` drops patches (of both
+    sets) whose hole is less lung than that (the patch transforms should already aim for it; the report says how
+    many were dropped). ``n_resamples`` and ``min_images_per_class``: see :func:`evaluate_inpainting` and
+    :func:`evaluate_images`.
+
+    An image that cannot be read or cut into patches is skipped from the set it belongs to: a warning names the file
+    and the reason, ``skipped.csv`` in ``output_dir`` lists it (stages ``healthy patches``, ``unhealthy patches``,
+    ``healthy images``, ``abnormal images``), the report's notes too; the run stops with
+    :class:`~cxr_monai.data.robust.TooManySkippedError` only when more than ``max_skipped_fraction`` of a set is
+    skipped. ``model_path``, the model file evaluated, is recorded in the MLflow run with its sha256 and the training
+    run that wrote it (:func:`log_report_to_mlflow`).
 
     Example::
 
@@ -601,6 +774,13 @@ class InpaintingEvaluation:
         image_score_quantile: float = 0.95,
         lung_boxes_key: str = "lung_boxes",
         lung_mask_key: str = "lung_mask",
+        healthy_from_unhealthy: bool = False,
+        lesion_mask_key: str = "lesion_mask",
+        min_hole_lung_fraction: float = 0.0,
+        n_resamples: int = DEFAULT_RESAMPLES,
+        min_images_per_class: int = MIN_IMAGES_PER_CLASS,
+        max_skipped_fraction: float = 0.05,
+        model_path: str | os.PathLike | None = None,
     ) -> None:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device) if isinstance(generator, torch.nn.Module) else generator
@@ -617,31 +797,86 @@ class InpaintingEvaluation:
         self.run_name, self.run_id = run_name, run_id
         self.heatmap_inferer, self.image_score_quantile = heatmap_inferer, image_score_quantile
         self.lung_boxes_key, self.lung_mask_key = lung_boxes_key, lung_mask_key
+        self.healthy_from_unhealthy = as_bool(healthy_from_unhealthy, "healthy_from_unhealthy")
+        self.lesion_mask_key = lesion_mask_key
+        self.min_hole_lung_fraction = float(min_hole_lung_fraction)
+        self.n_resamples, self.min_images_per_class = int(n_resamples), int(min_images_per_class)
+        self.max_skipped_fraction, self.model_path = float(max_skipped_fraction), model_path
+        self.skip_log: SkipLog | None = None
         self.files: dict[str, Path] = {}
+
+    def lesion_free_sources(self) -> list[Mapping[str, Any]]:
+        """The abnormal test images whose lesion-free lung gives healthy patches (``healthy_from_unhealthy``): those
+        that carry a lesion mask; empty otherwise."""
+        if not self.healthy_from_unhealthy:
+            return []
+        abnormal = list(self.unhealthy_datalist)
+        if self.max_images is not None:
+            abnormal = abnormal[: max(int(self.max_images), 0)]
+        return [entry for entry in abnormal if entry.get(self.lesion_mask_key)]
+
+    def _lesion_free_patches(self, skip_log: SkipLog) -> PatchSet:
+        # An abnormal image with no lesion-free lung is expected (diffuse disease), not a data error: it is listed in
+        # skipped.csv under its own stage but never counts towards max_skipped_fraction.
+        sources = self.lesion_free_sources()
+        tolerant = SkipLog(None, max_fraction=1.0)
+        patches = collect_patches(sources, self.preprocessing, self.healthy_patch_transform, self.seed, None,
+                                  self.image_key, skip_log=tolerant, stage=LESION_FREE_STAGE)
+        for record in tolerant.skipped(LESION_FREE_STAGE):
+            skip_log.add(LESION_FREE_STAGE, record, len(sources), check=False)
+        return patches
+
+    def _lung_enough(self, patch_set: PatchSet, name: str, notes: list[str]) -> PatchSet:
+        if self.min_hole_lung_fraction <= 0:
+            return patch_set
+        keep = [r.get("hole_lung_fraction") is None or r["hole_lung_fraction"] >= self.min_hole_lung_fraction - 1e-9
+                for r in patch_set.records]
+        dropped = len(keep) - sum(keep)
+        if dropped:
+            notes.append(f"{name} set: dropped {dropped} of {len(keep)} patches whose hole is less than "
+                         f"{self.min_hole_lung_fraction:g} lung")
+        return select_patches(patch_set, keep)
 
     def run(self) -> InpaintingReport:
         """Build the patch sets, evaluate, write ``report.json``/``per_patch.csv``/``table.md``, log to MLflow."""
+        self.skip_log = skip_log = SkipLog(self.output_dir / "skipped.csv", self.max_skipped_fraction)
         healthy = collect_patches(self.healthy_datalist, self.preprocessing, self.healthy_patch_transform,
-                                  self.seed, self.max_images, self.image_key)
+                                  self.seed, self.max_images, self.image_key, skip_log=skip_log, stage="healthy patches")
+        if self.healthy_from_unhealthy:
+            healthy = concat_patch_sets(healthy, self._lesion_free_patches(skip_log))
         unhealthy = collect_patches(self.unhealthy_datalist, self.preprocessing, self.unhealthy_patch_transform,
-                                    self.seed, self.max_images, self.image_key, require_key=self.lesion_boxes_key)
+                                    self.seed, self.max_images, self.image_key, require_key=self.lesion_boxes_key,
+                                    skip_log=skip_log, stage="unhealthy patches")
+        notes: list[str] = []
+        healthy, unhealthy = self._lung_enough(healthy, HEALTHY, notes), self._lung_enough(unhealthy, UNHEALTHY, notes)
         logger.info("evaluating %d healthy and %d unhealthy patches", len(healthy.patches), len(unhealthy.patches))
         report = evaluate_inpainting(self.generator, healthy, unhealthy, self.device, self.hole_size, self.fill_value,
-                                     self.overlap, self.batch_size, self.amp)
+                                     self.overlap, self.batch_size, self.amp, n_resamples=self.n_resamples,
+                                     seed=self.seed)
+        report.notes[:0] = notes
+        report.settings["healthy_patches_from"] = (
+            "test images and the lesion-free lung of test_unhealthy images with a lesion mask"
+            if self.healthy_from_unhealthy else "test images")
+        report.settings["min_hole_lung_fraction"] = self.min_hole_lung_fraction
         if self.heatmap_inferer is not None:
             image_sets = [
                 collect_image_scores(datalist, self.preprocessing, self.generator, self.heatmap_inferer,
                                      self.image_score_quantile, self.max_images, self.image_key,
-                                     self.lung_boxes_key, self.lung_mask_key)
-                for datalist in (self.healthy_datalist, self.unhealthy_datalist)
+                                     self.lung_boxes_key, self.lung_mask_key, skip_log, stage)
+                for datalist, stage in ((self.healthy_datalist, "healthy images"),
+                                        (self.unhealthy_datalist, "abnormal images"))
             ]
             logger.info("image-level evaluation of %d healthy and %d abnormal images",
                         *(len(image_set.scores) for image_set in image_sets))
-            report.image_level = evaluate_images(*image_sets, quantile=self.image_score_quantile)
-        self.files = write_report(report, self.output_dir)
+            report.image_level = evaluate_images(*image_sets, quantile=self.image_score_quantile,
+                                                 min_images_per_class=self.min_images_per_class,
+                                                 n_resamples=self.n_resamples, seed=self.seed)
+        self.files = {**write_report(report, self.output_dir), "skipped.csv": skip_log.path}
         logger.info("evaluation report in %s:\n%s", self.output_dir, markdown_table(report))
+        if skip_log.count():
+            logger.warning("%d images skipped, listed in %s", skip_log.count(), skip_log.path)
         if self.tracking_uri:
             run_id = log_report_to_mlflow(report, self.tracking_uri, self.experiment_name, self.run_name, self.run_id,
-                                          self.files)
+                                          self.files, model_path=self.model_path)
             logger.info("evaluation logged to MLflow run %s (%s)", run_id, self.tracking_uri)
         return report
