@@ -296,7 +296,7 @@ def test_healthy_patches_from_the_lesion_free_lung_of_abnormal_images(phantom_da
                        lesion_free="hole", min_hole_lung_fraction=0.5, lung_fraction_key="hole_lung_fraction"),
         BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask", lung_mask_key="lung_mask",
                           min_hole_lung_fraction=0.5, lung_fraction_key="hole_lung_fraction",
-                          lesion_fraction_key="hole_lesion_fraction"),
+                          lesion_fraction_key="hole_lesion_fraction", context_lesion_fraction_key="context_lesion_fraction"),
         tmp_path, device="cpu", healthy_from_unhealthy=True, min_hole_lung_fraction=0.5, n_resamples=200,
     )
     assert evaluation.lesion_free_sources() == unhealthy
@@ -317,6 +317,10 @@ def test_healthy_patches_from_the_lesion_free_lung_of_abnormal_images(phantom_da
         assert interval.low <= interval.value <= interval.high and interval.resamples > 0
     table = (tmp_path / "table.md").read_text()
     assert "PSNR gap (healthy - unhealthy, dB)" in table and "95 % CI" in table and "HOLE LESION FRACTION" in table
+    # phantom nodules are small: the context around a lesion-centred hole is mostly healthy lung
+    assert all(0 <= row["context_lesion_fraction"] < 0.5 for row in lesion_rows)
+    assert "auroc_context_healthy" in report.intervals and "auroc_context_lesion" not in report.intervals
+    assert f"context mostly healthy, {len(lesion_rows)} patches" in table and "context mostly lesion, 0 patches" in table
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["intervals"]["auroc"]["value"] == pytest.approx(report.auroc)
     assert {"anomaly_auroc_ci_low", "psnr_gap", "psnr_gap_ci_high"} <= set(report.metrics())

@@ -654,6 +654,12 @@ def test_box_centred_patches_move_onto_the_lesion():
     assert "lesion" not in plain[0] and plain[0]["lung"] == 1.0  # no lesion mask given to the plain one
     assert plain[0]["patch_center"].tolist() == [225, 225]
     assert moved[0]["lesion"] == pytest.approx(40 * 40 / 64**2) and moved[0]["lung"] == 1.0
+    context = BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask",
+                                context_lesion_fraction_key="context")(data)[0]
+    assert context["context"] == 0.0  # the whole 40 px lesion fits in the hole: nothing of it in the context
+    big = {**data, "lesion_mask": meta_image(rectangles_mask((512, 512), [[100, 100, 400, 400]]))}
+    assert BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask",
+                             context_lesion_fraction_key="context")(big)[0]["context"] == 1.0  # inside a large lesion
     x, y = moved[0]["patch_center"]
     assert 300 - 12 <= x <= 340 + 12 and 300 - 12 <= y <= 340 + 12  # the 40 px lesion lies inside the 64 px hole
     # ties go to the centre nearest the box centre; a box with no lesion pixel keeps its centre

@@ -90,9 +90,13 @@ _MEASURES = ("psnr", "mse", "ssim", "anomaly_score")
 _CSV_FIELDS = (
     "set", "image", "patch", "patch_x_min", "patch_y_min", "patch_x_max", "patch_y_max",
     "box_x_min", "box_y_min", "box_x_max", "box_y_max", "box_label", "hole_lung_fraction", "hole_lesion_fraction",
-    "psnr", "mse", "ssim", "anomaly_score",
+    "context_lesion_fraction", "psnr", "mse", "ssim", "anomaly_score",
 )
-_FRACTIONS = ("hole_lung_fraction", "hole_lesion_fraction")
+_FRACTIONS = ("hole_lung_fraction", "hole_lesion_fraction", "context_lesion_fraction")
+#: unhealthy patches are split at this share of lesion in the context around the hole (see ``evaluate_inpainting``)
+CONTEXT_LESION_SPLIT = 0.5
+_CONTEXT_STRATA = (("context_healthy", "mostly healthy", lambda f: f < CONTEXT_LESION_SPLIT),
+                   ("context_lesion", "mostly lesion", lambda f: f >= CONTEXT_LESION_SPLIT))
 #: skipped.csv stage of the abnormal test images that give no healthy patch (no lesion-free lung); never a failure
 LESION_FREE_STAGE = "healthy patches (lesion-free lung of abnormal images)"
 #: fewest images of each class an AUROC is reported for (fewer print the counts instead of a number)
@@ -107,8 +111,8 @@ class PatchSet:
     ``patches`` is ``(N, C, P, P)`` in [0, 1]. ``records[i]`` describes patch ``i``: ``image`` (output stem of its
     radiograph), ``patch`` (index within that image), ``patch_box`` (``[x_min, y_min, x_max, y_max]`` in pixels of
     the working-resolution image, or ``None``), ``box`` and ``box_label`` (the annotated box a patch is centred
-    on, or ``None``), and ``hole_lung_fraction`` / ``hole_lesion_fraction`` (share of the hole that is lung / lesion,
-    ``None`` without that mask). ``skipped`` lists images left out, each with its reason.
+    on, or ``None``), ``hole_lung_fraction`` / ``hole_lesion_fraction`` (share of the hole that is lung / lesion,
+    ``None`` without that mask) and ``context_lesion_fraction`` (share of the patch around the hole that is lesion). ``skipped`` lists images left out, each with its reason.
     """
 
     patches: torch.Tensor
@@ -126,7 +130,7 @@ class PatchSet:
             return patches
         patches = torch.as_tensor(patches)
         records = [{"image": "", "patch": i, "patch_box": None, "box": None, "box_label": None,
-                    "hole_lung_fraction": None, "hole_lesion_fraction": None} for i in range(len(patches))]
+                    **dict.fromkeys(_FRACTIONS)} for i in range(len(patches))]
         return cls(patches, records)
 
 
@@ -490,8 +494,36 @@ def evaluate_inpainting(
                                           [row["psnr"] for row in per_patch], n_resamples, seed=seed)
         settings["intervals"] = (f"percentile bootstrap, {n_resamples} resamples of the images the patches come "
                                  "from; psnr_gap = mean healthy PSNR - mean unhealthy PSNR (dB)")
+        intervals.update(_context_strata(per_patch, units, n_resamples, seed, settings))
     counts = {name: len(s.patches) for name, s in sets.items()}
     return InpaintingReport(per_patch, summary, counts, auroc, notes, settings, intervals=intervals, images=images)
+
+
+def _context_strata(
+    per_patch: Sequence[Mapping[str, Any]], units: Sequence[str], n_resamples: int, seed: int, settings: dict
+) -> dict[str, BootstrapInterval]:
+    """AUROC and PSNR gap of all healthy patches against the unhealthy ones whose context is mostly healthy, and
+    against those whose context is mostly lesion: a context encoder inpaints a hole inside a large lesion from lesion,
+    so only the first can stand out. Needs ``context_lesion_fraction`` on every unhealthy patch."""
+    fractions = [row.get("context_lesion_fraction") for row in per_patch if row["set"] == UNHEALTHY]
+    if not fractions or any(f is None for f in fractions):
+        return {}
+    out: dict[str, BootstrapInterval] = {}
+    counts = {}
+    for name, _, inside in _CONTEXT_STRATA:
+        keep = [row["set"] == HEALTHY or inside(row["context_lesion_fraction"]) for row in per_patch]
+        rows = [row for row, k in zip(per_patch, keep) if k]
+        stratum_units = [unit for unit, k in zip(units, keep) if k]
+        unhealthy = [unit for unit, row in zip(stratum_units, rows) if row["set"] == UNHEALTHY]
+        counts[name] = {"patches": len(unhealthy), "images": len(set(unhealthy))}
+        if not unhealthy or len(unhealthy) == len(rows):
+            continue
+        stratum = patch_level_intervals(stratum_units, [row["set"] == UNHEALTHY for row in rows],
+                                        [row["anomaly_score"] for row in rows], [row["psnr"] for row in rows],
+                                        n_resamples, seed=seed)
+        out.update({f"{key}_{name}": interval for key, interval in stratum.items()})
+    settings["context_strata"] = {"split": CONTEXT_LESION_SPLIT, "unhealthy": counts}
+    return out
 
 
 def _cell(summary: Mapping[str, float] | None, measure: str, digits: int) -> str:
@@ -513,7 +545,8 @@ def markdown_table(report: InpaintingReport) -> str:
     healthy, unhealthy = report.summary[HEALTHY], report.summary[UNHEALTHY]
     rows = [("PSNR", "psnr", 2), ("MSE", "mse", 2), ("SSIM", "ssim", 2), ("ANOMALY SCORE", "anomaly_score", 4)]
     rows += [(title, key, 2) for title, key in (("HOLE LUNG FRACTION", "hole_lung_fraction"),
-                                                 ("HOLE LESION FRACTION", "hole_lesion_fraction"))
+                                                 ("HOLE LESION FRACTION", "hole_lesion_fraction"),
+                                                 ("CONTEXT LESION FRACTION", "context_lesion_fraction"))
              if any(f"{key}_mean" in (summary or {}) for summary in (healthy, unhealthy))]
     lines = ["| MEASURE | HEALTHY TEST SET | UNHEALTHY TEST SET |", "| --- | --- | --- |"]
     lines += [f"| {title} | {_cell(healthy, key, d)} | {_cell(unhealthy, key, d)} |" for title, key, d in rows]
@@ -527,6 +560,7 @@ def markdown_table(report: InpaintingReport) -> str:
         lines.append("PSNR gap (healthy - unhealthy, dB): "
                      f"**{report.intervals['psnr_gap'].format(2)}**")
         lines.append(f"(CIs: {report.settings['intervals']}.)")
+        lines += _context_strata_lines(report)
     elif report.auroc is not None:
         lines.append(f"Anomaly AUROC (unhealthy vs healthy patches, by anomaly score): **{report.auroc:.3f}**")
     else:
@@ -542,6 +576,23 @@ def markdown_table(report: InpaintingReport) -> str:
     if report.image_level is not None:
         lines += ["", *_image_level_lines(report.image_level)]
     return "\n".join(lines) + "\n"
+
+
+def _context_strata_lines(report: InpaintingReport) -> list[str]:
+    strata = report.settings.get("context_strata")
+    if not strata:
+        return []
+    lines = ["", f"By the context around each unhealthy hole (all healthy patches against the unhealthy ones whose "
+                 f"128 px patch less its hole is under / at least {strata['split']:g} lesion):", ""]
+    for name, title, _ in _CONTEXT_STRATA:
+        count = strata["unhealthy"][name]
+        where = f"{count['patches']} patches from {count['images']} images"
+        if f"auroc_{name}" in report.intervals:
+            lines.append(f"- context {title}, {where}: AUROC {report.intervals[f'auroc_{name}'].format()}, "
+                         f"PSNR gap {report.intervals[f'psnr_gap_{name}'].format(2)} dB")
+        else:
+            lines.append(f"- context {title}, {where}: no AUROC")
+    return lines
 
 
 def _image_level_lines(image_level: ImageLevelReport) -> list[str]:

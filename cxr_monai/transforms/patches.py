@@ -472,6 +472,19 @@ class BoxCenteredPatch(Transform, MultiSampleTrait):
         centres = np.asarray(starts) + np.asarray(self.patch_size) // 2
         return counts.fractions(centres[:, 0], centres[:, 1], self.hole_size)
 
+    def context_fractions(self, starts: np.ndarray, mask: Any, source: str = "<in-memory array>") -> np.ndarray | None:
+        """Share of each patch's context (the patch less its hole) that is foreground in ``mask`` (``None`` without
+        one): a hole inside a large lesion is inpainted from lesion and so comes out lesion-like."""
+        if mask is None:
+            return None
+        counts = _window_counts(mask, spatial_shape_2d(mask, source), source, "", self.mask_threshold)
+        centres = np.asarray(starts) + np.asarray(self.patch_size) // 2
+        if self.patch_size[0] != self.patch_size[1]:
+            raise ValueError("context fractions need a square patch.")
+        patch = counts.counts(centres[:, 0], centres[:, 1], self.patch_size[0])
+        hole = counts.counts(centres[:, 0], centres[:, 1], self.hole_size)
+        return (patch - hole) / float(self.patch_size[0] ** 2 - self.hole_size**2)
+
     def __call__(self, img: Any, boxes: Any, lesion_mask: Any = None, lung_mask: Any = None) -> list:
         source = source_name(img)
         starts = self.patch_starts(spatial_shape_2d(img, source), boxes, source, lesion_mask, lung_mask)
@@ -626,7 +639,8 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
 
     With ``lesion_mask_key`` (and optionally ``lung_mask_key`` with ``min_hole_lung_fraction``) each patch moves onto
     the lesion inside its box (see :class:`BoxCenteredPatch`); ``lung_fraction_key`` / ``lesion_fraction_key`` name
-    output keys for the share of each hole that is lung / lesion (written when the entry has that mask).
+    output keys for the share of each hole that is lung / lesion, ``context_lesion_fraction_key`` for the share of the
+    context around the hole that is lesion (written when the entry has that mask).
 
     Example::
 
@@ -649,9 +663,11 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
         min_hole_lung_fraction: float = 0.0,
         lung_fraction_key: str | None = None,
         lesion_fraction_key: str | None = None,
+        context_lesion_fraction_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.box_key, self.label_key = box_key, label_key
+        self.context_lesion_fraction_key = context_lesion_fraction_key
         self.allow_missing_boxes = allow_missing_boxes
         self.center_key, self.patch_box_key = center_key, patch_box_key
         self.lesion_mask_key, self.lung_mask_key = lesion_mask_key, lung_mask_key
@@ -679,6 +695,8 @@ class BoxCenteredPatchd(MapTransform, MultiSampleTrait):
             for key, mask in ((self.lung_fraction_key, lung_mask), (self.lesion_fraction_key, lesion_mask))
             if key is not None and mask is not None
         }
+        if self.context_lesion_fraction_key is not None and lesion_mask is not None:
+            fractions[self.context_lesion_fraction_key] = self.patcher.context_fractions(starts, lesion_mask, source)
         labels = d.get(self.label_key) if self.label_key is not None else None
         if labels is not None and len(labels) != len(boxes):
             raise ValueError(f"{source}: {len(boxes)} boxes but {len(labels)} '{self.label_key}'.")
