@@ -943,3 +943,38 @@ def test_load_datalist_min_entries_names_file_and_split(tmp_path):
     with pytest.raises(DatalistError, match=r"list\.json: the 'validation' list has 0 entries; this run needs at least 1"):
         load_datalist(path, "validation", min_entries=1)
     assert len(load_datalist(path, "training", min_entries=1)) == 1
+
+
+def test_load_datalist_joins_several_lists_and_leaves_out_entries_without_a_required_key(tmp_path, caplog):
+    document = {"test": [{"image": "a.png", "lung_mask": "a_mask.png"}, {"image": "b.png"}],
+                "test_unhealthy": [{"image": "c.png", "lung_mask": "c_mask.png", "label": 1}]}
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(document))
+    entries = load_datalist(path, ["test", "validation", "test_unhealthy"], required_keys=["lung_mask"])
+    assert [Path(e["image"]).name for e in entries] == ["a.png", "c.png"]
+    assert entries[1]["label"] == 1 and Path(entries[0]["lung_mask"]).parent == tmp_path
+    assert "1 of the 'test' entries lack lung_mask" in caplog.text
+    assert len(load_datalist(path, ["test", "test_unhealthy"])) == 3
+    with pytest.raises(DatalistError, match="none of the lists validation, training"):
+        load_datalist(path, ["validation", "training"])
+    with pytest.raises(DatalistError, match="needs at least 5"):
+        load_datalist(path, ["test", "test_unhealthy"], min_entries=5)
+
+
+def test_schema_carries_multi_hot_labels_paired_targets_and_lateral_views(tmp_path):
+    document = {"label_names": ["Atelectasis", "Cardiomegaly", "Edema"],
+                "training": [{"image": "f.png", "lateral": "l.png", "study": "s1", "labels": [1, -1, None],
+                              "target": "bone.png", "bone_suppressed": "soft.png"}]}
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(document))
+    entry = load_datalist(path, "training")[0]
+    assert entry["labels"] == [1, -1, None] and Path(entry["lateral"]).parent == tmp_path
+    assert Path(entry["target"]).parent == tmp_path and Path(entry["bone_suppressed"]).parent == tmp_path
+    document["training"][0]["labels"] = [1, 0]
+    path.write_text(json.dumps(document))
+    with pytest.raises(DatalistError, match=r"training\[0\]\.labels: 2 values for 3 label_names"):
+        load_datalist(path, "training")
+    document["training"][0]["labels"] = [1, 2, 0]
+    path.write_text(json.dumps(document))
+    with pytest.raises(DatalistError, match="labels"):
+        load_datalist(path, "training")

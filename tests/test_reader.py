@@ -19,7 +19,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxr_monai.io import META_KEYS, CXRReader, CXRReadError, LoadCXRImage, LoadCXRImaged, is_cxr_file, read_cxr
+from cxr_monai.io import (
+    META_KEYS,
+    CXRReader,
+    CXRReadError,
+    LoadCXRImage,
+    LoadCXRImaged,
+    is_cxr_file,
+    read_cxr,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_SAMPLES = SHARED_DATA / "real-samples"
@@ -526,3 +534,87 @@ def test_list_of_files_stacks_as_channels(tmp_path):
     np.testing.assert_allclose(stacked[:, 0, 0].numpy(), [10 / 255, 200 / 255], atol=1e-7)
     with pytest.raises(ValueError, match="different shapes"):
         LoadCXRImage()([tmp_path / "a.png", tmp_path / "c.png"])
+
+
+# ------------------------------------------------------------------------------------------------ JSRT .IMG
+
+
+def write_jsrt(path: Path, raw: np.ndarray | None = None) -> tuple[Path, np.ndarray]:
+    """A synthetic JSRT file: 2048 x 2048 values (default: a 12-bit ramp) as big-endian 16-bit words, no header."""
+    if raw is None:
+        raw = (np.arange(2048 * 2048, dtype=np.uint32) % 4096).astype(np.uint16).reshape(2048, 2048)
+    raw.astype(">u2").tofile(path)
+    return path, raw
+
+
+def test_jsrt_img_reads_as_one_minus_raw_over_4095_with_its_spacing(tmp_path):
+    raw = np.full((2048, 2048), 1000, dtype=np.uint16)
+    raw[100:400, 200:900] = 4095  # lungs: bright in the stored values, dark once read
+    raw[5, 7] = 0
+    path, _ = write_jsrt(tmp_path / "JPCLN001.IMG", raw)
+    assert path.stat().st_size == 8_388_608
+    image, meta = read_cxr(path)
+    assert image.dtype == np.float32 and image.shape == (2048, 2048)
+    np.testing.assert_allclose(image, 1.0 - raw / 4095.0, atol=1e-6)
+    assert image[150, 300] == 0.0 and image[5, 7] == 1.0 and 0.0 <= image.min() and image.max() <= 1.0
+    assert set(meta) <= META_KEYS
+    assert meta["format"] == "jsrt" and meta["bits_stored"] == 12
+    assert meta["photometric_interpretation"] == "MONOCHROME1" and meta["intensity_mapping"] == "bits_stored"
+    np.testing.assert_allclose(meta["pixel_spacing"], [0.175, 0.175])
+    assert meta["pixel_spacing_source"] == "jsrt_specification"
+
+    sample = LoadCXRImaged(keys="image", ensure_channel_first=True)({"image": str(path)})
+    assert sample["image"].shape == (1, 2048, 2048)
+    np.testing.assert_allclose(sample["image"].pixdim, [0.175, 0.175])
+    np.testing.assert_allclose(sample["image"][0, 150, 300].item(), 0.0)
+
+
+def test_jsrt_img_is_recognised_by_name_and_sized_without_decoding(tmp_path, monkeypatch):
+    from cxr_monai.io import SUFFIXES, stored_size
+
+    path, _ = write_jsrt(tmp_path / "JPCNN001.IMG")
+    assert ".img" in SUFFIXES and is_cxr_file(path) and is_cxr_file(tmp_path / "jpcnn002.img")
+    assert CXRReader().verify_suffix([path, tmp_path / "a.png"])
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("stored_size decoded the pixels")
+
+    monkeypatch.setattr(np, "fromfile", no_decode)
+    assert stored_size(path) == (2048, 2048)
+
+
+def test_jsrt_img_of_the_wrong_size_or_values_is_refused_naming_file_and_reason(tmp_path):
+    from cxr_monai.io import stored_size
+
+    short = tmp_path / "JPCLN002.IMG"
+    short.write_bytes(b"\0\1" * 1000)
+    for call in (read_cxr, stored_size):
+        with pytest.raises(CXRReadError) as error:
+            call(short)
+        assert str(error.value).startswith(f"{short}: ") and "2,000 bytes" in str(error.value)
+        assert "8,388,608" in str(error.value)
+
+    raw = np.zeros((2048, 2048), dtype=np.uint16)
+    raw[0, :3] = [4096, 5000, 4095]
+    path, _ = write_jsrt(tmp_path / "JPCLN003.IMG", raw)
+    with pytest.raises(CXRReadError, match=r"JPCLN003\.IMG: not JSRT 12-bit data: 2 values above 4095 \(highest 5000"):
+        read_cxr(path)
+
+    little_endian = tmp_path / "JPCLN004.IMG"
+    np.full((2048, 2048), 1000, dtype="<u2").tofile(little_endian)  # 1000 byte-swapped is 59395
+    with pytest.raises(CXRReadError, match="byte-swapped"):
+        read_cxr(little_endian)
+
+    (tmp_path / "empty.img").write_bytes(b"")
+    with pytest.raises(CXRReadError, match="file is empty"):
+        read_cxr(tmp_path / "empty.img")
+    (tmp_path / "brain.hdr").write_bytes(b"\0" * 348)
+    (tmp_path / "brain.img").write_bytes(b"\0" * 4096)
+    with pytest.raises(CXRReadError, match="Analyze"):
+        read_cxr(tmp_path / "brain.img")
+
+
+def test_png_named_img_still_reads_as_png(tmp_path):
+    Image.fromarray(np.full((6, 9), 255, dtype=np.uint8)).save(tmp_path / "scan.img", format="PNG")
+    image, meta = read_cxr(tmp_path / "scan.img")
+    assert meta["format"] == "png" and image.shape == (6, 9) and image.max() == 1.0

@@ -1,4 +1,4 @@
-"""Datalists (NIH ChestX-ray14, folders), their schema, the patch-pool loader and the phantom generator.
+"""Datalists (NIH ChestX-ray14, folders, Montgomery, Shenzhen, JSRT/SCR lung masks), their schema, the patch-pool loader and the phantom generator.
 
 The names below are imported on first use (module ``__getattr__``), so importing one submodule (for example
 ``cxr_monai.data.phantom`` for ``python -m cxr_monai phantom``) does not import the others; ``from
@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # static tools see the eager imports
         split_groups,
         validate_datalist,
     )
+    from cxr_monai.data.builders.lung_masks import (
+        build_jsrt_datalist,
+        build_montgomery_datalist,
+        build_shenzhen_datalist,
+        lung_mask_problem,
+        read_lung_mask,
+    )
     from cxr_monai.data.patch_loader import PatchPoolDataLoader
     from cxr_monai.data.phantom import (
         FINDINGS,
@@ -41,11 +48,21 @@ _DATALIST = (
     "DatalistError",
     "DatalistSummary",
     "build_folder_datalist",
+    "build_jsrt_datalist",
+    "build_montgomery_datalist",
     "build_nih_datalist",
+    "build_shenzhen_datalist",
     "image_file_problem",
     "load_datalist",
     "split_groups",
     "validate_datalist",
+)
+_LUNG_MASK_BUILDERS = (
+    "build_jsrt_datalist",
+    "build_montgomery_datalist",
+    "build_shenzhen_datalist",
+    "lung_mask_problem",
+    "read_lung_mask",
 )
 _PATCH_LOADER = ("PatchPoolDataLoader",)
 _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
@@ -53,6 +70,7 @@ _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", 
 # public name -> the submodule that defines it
 _LAZY = {
     **dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"),
+    **dict.fromkeys(_LUNG_MASK_BUILDERS, "cxr_monai.data.builders.lung_masks"),
     **dict.fromkeys(_PATCH_LOADER, "cxr_monai.data.patch_loader"),
     **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom"),
 }
@@ -66,11 +84,16 @@ __all__ = [
     "PhantomRadiograph",
     "PhantomSummary",
     "build_folder_datalist",
+    "build_jsrt_datalist",
+    "build_montgomery_datalist",
     "build_nih_datalist",
+    "build_shenzhen_datalist",
     "generate_phantoms",
     "image_file_problem",
     "load_datalist",
+    "lung_mask_problem",
     "make_phantom",
+    "read_lung_mask",
     "split_groups",
     "validate_datalist",
 ]

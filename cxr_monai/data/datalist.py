@@ -85,7 +85,7 @@ NIH_BOX_LABEL_ALIASES = {"Infiltrate": "Infiltration"}
 #: Side in pixels of the images the NIH BBox list's coordinates refer to (the released PNGs are 1024 x 1024).
 NIH_BOX_IMAGE_SIZE = 1024
 # Paths the loader joins with base_dir; every other key is returned exactly as stored.
-PATH_KEYS = ("image", "lung_mask", "lesion_mask")
+PATH_KEYS = ("image", "lung_mask", "lesion_mask", "target", "bone_suppressed", "lateral")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -752,7 +752,9 @@ def _mask_size_and_foreground(path: Path) -> tuple[tuple[int, int], bool]:
         with open(path, "rb") as stream:
             head = stream.read(_DICOM_PREAMBLE + 4)
         if head.startswith((_PNG_SIGNATURE, _JPEG_SOI)):
-            from PIL import Image  # imported here: listing a folder without lesion masks decodes nothing
+            from PIL import (
+                Image,  # imported here: listing a folder without lesion masks decodes nothing
+            )
 
             with Image.open(path) as pil:
                 grey = pil if pil.mode in ("1", "L", "I", "F") or pil.mode.startswith("I;16") else pil.convert("L")
@@ -1133,6 +1135,12 @@ def _document_problems(document: Any) -> list[str]:
                     problem = _box_problem(box)
                     if problem:
                         problems.append(f"{key}[{number}].{box_key}[{box_number}]: {problem}")
+            labels, names = entry.get("labels"), document.get("label_names")
+            if isinstance(labels, list):
+                if not isinstance(names, list):
+                    problems.append(f"{key}[{number}].labels: multi-hot labels need the document's 'label_names'")
+                elif len(labels) != len(names):
+                    problems.append(f"{key}[{number}].labels: {len(labels)} values for {len(names)} label_names")
             boxes, box_labels = entry.get("boxes"), entry.get("box_labels")
             if isinstance(boxes, list) and isinstance(box_labels, list) and len(boxes) != len(box_labels):
                 problems.append(f"{key}[{number}].box_labels: {len(box_labels)} labels for {len(boxes)} boxes")
@@ -1166,9 +1174,18 @@ def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_datalist(
-    path: str | os.PathLike, key: str, base_dir: str | os.PathLike | None = None, min_entries: int = 0
+    path: str | os.PathLike,
+    key: str | Sequence[str],
+    base_dir: str | os.PathLike | None = None,
+    min_entries: int = 0,
+    required_keys: Sequence[str] = (),
 ) -> list[dict]:
-    """Validate a datalist file (:func:`validate_datalist`) and return the entries under ``key`` (a split).
+    """Validate a datalist file (:func:`validate_datalist`) and return the entries under ``key`` (a split), or
+    under each of several keys in turn (``["test", "test_unhealthy"]``: the splits present; none present is an
+    error).
+
+    ``required_keys``: entries without one of them (e.g. ``lung_mask`` for a segmentation run) are left out, with
+    a warning that counts them and names the first few.
 
     ``min_entries`` makes a split that a run cannot do without (e.g. ``training``) an error at load time,
     naming the file and the split, instead of a failure deep inside the run.
@@ -1181,9 +1198,28 @@ def load_datalist(
     >>> files[0]  # doctest: +SKIP
     {'image': '/data/nih/images/00000003_000.png', 'label': 0, 'view': 'PA'}
     """
+    if not isinstance(key, str):
+        keys = list(key)
+        document = validate_datalist(path)
+        present = [k for k in keys if k in document]
+        if not present:
+            raise DatalistError(f"{path}: none of the lists {', '.join(keys)} is present "
+                                f"(has: {', '.join(k for k in SPLIT_KEYS if k in document)})")
+        entries = [e for k in present for e in load_datalist(path, k, base_dir, 0, required_keys)]
+        if len(entries) < min_entries:
+            raise DatalistError(f"{path}: the lists {', '.join(present)} have {len(entries)} entries; this run needs "
+                                f"at least {min_entries}")
+        return entries
     if key not in SPLIT_KEYS:
         raise ValueError(f"{path}: key must be one of {', '.join(SPLIT_KEYS)}, got {key!r}")
     document = validate_datalist(path)
+    if required_keys:
+        kept = [e for e in document.get(key, []) if all(k in e for k in required_keys)]
+        left_out = [e.get("image", "?") for e in document.get(key, []) if not all(k in e for k in required_keys)]
+        if left_out:
+            logger.warning("%s: %d of the '%s' entries lack %s and are left out (e.g. %s)", path, len(left_out), key,
+                           " or ".join(required_keys), ", ".join(map(str, left_out[:3])))
+            document = {**document, key: kept}
     if key not in document:
         present = ", ".join(k for k in SPLIT_KEYS if k in document)
         raise DatalistError(f"{path}: no '{key}' list (has: {present})")
@@ -1193,9 +1229,14 @@ def load_datalist(
     if not stored:  # load_decathlon_datalist indexes the first entry of "test"
         return []
     base = Path(path).parent if base_dir is None else Path(base_dir)
-    from monai.data import load_decathlon_datalist  # imported here: the CLI builders need no torch/monai
+    from monai.data import (
+        load_decathlon_datalist,  # imported here: the CLI builders need no torch/monai
+    )
 
-    entries = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=base)
+    if required_keys:  # MONAI reads the file again: keep its entries that survived the filter
+        entries = [{"image": raw["image"]} for raw in stored]
+    else:
+        entries = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=base)
     for entry, raw in zip(entries, stored):
         for name, value in raw.items():
             entry[name] = os.path.normpath(os.path.join(base, value)) if name in PATH_KEYS else value
@@ -1220,7 +1261,7 @@ def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``datalist nih``, ``datalist folder`` and ``datalist validate``."""
+    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt`` and ``validate``."""
     sources = parser.add_subparsers(dest="datalist_source", metavar="SOURCE")
     sources.required = True
 
@@ -1279,6 +1320,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_split_arguments(folder)
     folder.set_defaults(_build_datalist=_run_folder)
 
+    # the lung-mask builders live in cxr_monai.data.builders.lung_masks, imported only when one runs
+    montgomery = sources.add_parser(
+        "montgomery", help="NLM Montgomery County set: CXR_png/ + ManualMask/{leftMask,rightMask}/, merged masks",
+        description="Build the Montgomery County datalist: images from ROOT/CXR_png, the left and right "
+                    "ManualMask lung masks merged into one 0/255 PNG per image under --mask-out-dir; label 1 = "
+                    "tuberculosis (name ending _1).")
+    montgomery.add_argument("--root", required=True, type=Path, metavar="DIR",
+                            help="the set's folder, holding CXR_png/ and ManualMask/")
+    montgomery.add_argument("--mask-out-dir", type=Path, default=None, metavar="DIR",
+                            help="where the merged masks are written (default: montgomery_lung_masks/ next to --out)")
+    montgomery.add_argument("--name", default=None, help="datalist name (default: montgomery)")
+    _add_split_arguments(montgomery)
+    montgomery.set_defaults(_build_datalist=_run_montgomery)
+
+    shenzhen = sources.add_parser(
+        "shenzhen", help="Shenzhen (or Kaggle's Montgomery + Shenzhen folder): images/ or CXR_png/ + masks/",
+        description="Build the Shenzhen datalist: images from ROOT/images or ROOT/CXR_png, lung masks "
+                    "<image>_mask.* (or <image>.*) from ROOT/masks listed in place; label 1 = tuberculosis (name "
+                    "ending _1). Also reads Kaggle's folder mixing MCUCXR_* and CHNCXR_* images.")
+    shenzhen.add_argument("--root", required=True, type=Path, metavar="DIR",
+                          help="the set's folder, holding images/ or CXR_png/ and masks/ or mask/")
+    shenzhen.add_argument("--image-dir", type=Path, default=None, metavar="DIR",
+                          help="image folder (default: ROOT/images or ROOT/CXR_png)")
+    shenzhen.add_argument("--mask-dir", type=Path, default=None, metavar="DIR",
+                          help="mask folder (default: ROOT/masks or ROOT/mask)")
+    shenzhen.add_argument("--allow-missing-masks", action="store_true",
+                          help="list images without a mask, without lung_mask (default: reject them, 'no lung mask')")
+    shenzhen.add_argument("--name", default=None,
+                          help="datalist name (default: shenzhen, montgomery or montgomery-shenzhen by the names)")
+    _add_split_arguments(shenzhen)
+    shenzhen.set_defaults(_build_datalist=_run_shenzhen)
+
+    jsrt = sources.add_parser(
+        "jsrt", help="JSRT .IMG radiographs with the SCR lung masks (merged, upsampled x2)",
+        description="Build the JSRT datalist: the .IMG files under --root, the SCR left and right lung masks "
+                    "under --scr-root merged and upsampled x2 (nearest neighbour) into one 0/255 PNG per image "
+                    "under --mask-out-dir; label 1 = lung nodule (JPCLN), 0 = non-nodule (JPCNN).")
+    jsrt.add_argument("--root", required=True, type=Path, metavar="DIR", help="folder holding the JSRT .IMG files")
+    jsrt.add_argument("--scr-root", required=True, type=Path, metavar="DIR",
+                      help="SCR folder holding **/masks/left lung/*.gif and right lung/*.gif")
+    jsrt.add_argument("--mask-out-dir", type=Path, default=None, metavar="DIR",
+                      help="where the merged masks are written (default: jsrt_lung_masks/ next to --out)")
+    jsrt.add_argument("--name", default=None, help="datalist name (default: jsrt)")
+    _add_split_arguments(jsrt)
+    jsrt.set_defaults(_build_datalist=_run_jsrt)
+
     validate = sources.add_parser("validate", help="check datalist files against the schema",
                                   description=validate_datalist.__doc__.split("\n\n")[0])
     validate.add_argument("files", nargs="+", type=Path, metavar="JSON")
@@ -1306,6 +1393,37 @@ def _run_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                base_dir=args.base_dir, name=args.name)
+
+
+def _run_montgomery(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.lung_masks import build_montgomery_datalist
+
+    summary = build_montgomery_datalist(args.root, args.out, mask_out_dir=args.mask_out_dir, **_split_options(args))
+    print(summary.format())
+    return 0
+
+
+def _run_shenzhen(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.lung_masks import build_shenzhen_datalist
+
+    summary = build_shenzhen_datalist(args.root, args.out, image_dir=args.image_dir, mask_dir=args.mask_dir,
+                                      allow_missing_masks=args.allow_missing_masks, **_split_options(args))
+    print(summary.format())
+    return 0
+
+
+def _run_jsrt(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.lung_masks import build_jsrt_datalist
+
+    summary = build_jsrt_datalist(args.root, args.scr_root, args.out, mask_out_dir=args.mask_out_dir,
+                                  **_split_options(args))
+    print(summary.format())
+    return 0
+
+
 def _run_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
@@ -1321,7 +1439,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``datalist nih|folder|validate``; rejected files go to stderr, the summary to stdout."""
+    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|validate``; rejected files go to stderr, the summary to
+    stdout."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

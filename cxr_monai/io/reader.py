@@ -1,4 +1,4 @@
-"""Chest X-ray reader: DICOM, PNG and JPEG to float32 in [0, 1], lungs dark, no PHI in the meta.
+"""Chest X-ray reader: DICOM, PNG, JPEG and JSRT ``.IMG`` to float32 in [0, 1], lungs dark, no PHI in the meta.
 
 The intensity pipeline, per format:
 
@@ -17,12 +17,21 @@ The intensity pipeline, per format:
 - **PNG/JPEG** (Pillow): divided by the maximum of the bit depth (255 or 65535), never min–max. Colour images
   become grey by Rec. 601 luma (the weights of JPEG's Y channel and Pillow's ``convert("L")``), alpha dropped.
   Pillow decodes 16-bit *colour* or grey+alpha PNGs at 8 bits per channel; 16-bit grey PNGs keep all 16 bits.
+- **JSRT .IMG** (headerless 2048 x 2048, 12-bit values in big-endian 16-bit words, recognised by the ``.img``
+  suffix and checked by its exact size, 8,388,608 bytes; :func:`~cxr_monai.io.headers.read_jsrt_raw`): in the
+  stored values the lungs are bright, so they map to ``1 - raw / 4095``, clipped to [0, 1] -- the whole 12-bit
+  range, inverted, exactly as a MONOCHROME1 DICOM without VOI (``photometric_interpretation`` ``MONOCHROME1``,
+  ``intensity_mapping`` ``bits_stored``). The common JSRT preprocessing displays the same inversion,
+  ``1 - raw / 4096`` (imlab-uiip/lung-segmentation-2d, ``load_data.py``). Pixel spacing 0.175 mm from the JSRT
+  database specification (``pixel_spacing_source`` ``jsrt_specification``). A file of another size, or with a
+  value above 4095, raises :class:`CXRReadError`. There is no header, hence no PHI.
 
 In pipelines use :class:`LoadCXRImaged` (or ``LoadImaged(keys, reader=CXRReader())``, which silently falls back
 to MONAI's generic readers for a file this reader rejects); :func:`read_cxr` serves callers outside MONAI.
 
 The format is recognised by content (PNG/JPEG signature, DICOM ``DICM`` preamble), so a JPEG saved as
-``.png`` or a DICOM named by its SOP Instance UID reads correctly. Orientation is the file's: rows are
+``.png`` or a DICOM named by its SOP Instance UID reads correctly; only the headerless JSRT format goes by its
+``.img`` name (after the signatures: a PNG named ``.img`` still reads as PNG). Orientation is the file's: rows are
 image rows, no transpose, EXIF orientation ignored (boxes in datalists are in stored pixel coordinates).
 """
 
@@ -48,12 +57,16 @@ from cxr_monai.io.headers import (
     _JPEG_SIGNATURE,
     _PNG_SIGNATURE,
     DICOM_SUFFIXES,
+    JSRT_MAX_VALUE,
+    JSRT_PIXEL_SPACING_MM,
+    JSRT_SUFFIXES,
     SUFFIXES,
     CXRReadError,
     _fail,
     _file_head,
     _has_dicom_preamble,
     is_cxr_file,
+    read_jsrt_raw,
     stored_size,
 )
 
@@ -302,6 +315,18 @@ def _read_pillow(path: PathLike, image_format: str) -> CXRImage:
     return CXRImage(image, _meta(path, image.shape, image_format, bits_stored, photometric, "bit_depth"))
 
 
+# ----------------------------------------------------------------------------------------------- JSRT .IMG
+
+
+def _read_jsrt(path: PathLike) -> CXRImage:
+    """Headerless JSRT radiograph: lungs bright in the stored values, so ``1 - raw / 4095`` (MONOCHROME1)."""
+    raw = read_jsrt_raw(path)
+    image = np.clip(1.0 - raw.astype(np.float32) / np.float32(JSRT_MAX_VALUE), 0.0, 1.0)
+    spacing = (JSRT_PIXEL_SPACING_MM, JSRT_PIXEL_SPACING_MM)
+    meta = _meta(path, image.shape, "jsrt", 12, "MONOCHROME1", "bits_stored", spacing, "jsrt_specification")
+    return CXRImage(image, meta)
+
+
 # ----------------------------------------------------------------------------------------------- public API
 
 
@@ -322,6 +347,8 @@ def _decode(path: PathLike, apply_voi: bool = True) -> CXRImage:
         return _read_pillow(path, "jpeg")
     if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
         return _read_dicom(path, head, apply_voi)  # a .dcm without the 128-byte preamble: try the bare data set
+    if Path(path).suffix.lower() in JSRT_SUFFIXES:
+        return _read_jsrt(path)  # no signature: the name and the exact size are all there is to check
     raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
 
 
@@ -335,7 +362,7 @@ def read_cxr(path: PathLike, apply_voi: bool = True) -> tuple[np.ndarray, dict[s
     (True, 'dicom')
 
     Args:
-        path: a DICOM, PNG or JPEG file.
+        path: a DICOM, PNG, JPEG or JSRT ``.IMG`` file.
         apply_voi: use the DICOM's VOI LUT or window centre/width when present; with ``False`` the whole
             BitsStored range maps to [0, 1].
 
@@ -347,7 +374,7 @@ def read_cxr(path: PathLike, apply_voi: bool = True) -> tuple[np.ndarray, dict[s
 
 
 class CXRReader(ImageReader):
-    """MONAI reader for chest radiographs (DICOM, PNG, JPEG): float32 in [0, 1], lungs dark, rows = image rows.
+    """MONAI reader for chest radiographs (DICOM, PNG, JPEG, JSRT .IMG): float32 in [0, 1], lungs dark, rows = rows.
 
     Use it as ``LoadImage(reader=CXRReader())`` or by dotted name, ``LoadImage(reader="cxr_monai.io.CXRReader")``;
     it is deliberately not added to MONAI's default readers, so a plain ``LoadImage()`` elsewhere is unchanged.
@@ -372,7 +399,7 @@ class CXRReader(ImageReader):
         self.apply_voi = apply_voi
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
-        """True when every file has a .dcm/.dicom/.png/.jpg/.jpeg suffix or a DICOM preamble."""
+        """True when every file has a .dcm/.dicom/.png/.jpg/.jpeg/.img suffix or a DICOM preamble."""
         return all(is_cxr_file(name) for name in ensure_tuple(filename))
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> CXRImage | list[CXRImage]:

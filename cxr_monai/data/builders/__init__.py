@@ -1,0 +1,1 @@
+"""Datalist builders for the public datasets."""
