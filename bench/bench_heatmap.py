@@ -25,12 +25,6 @@ import sys
 from collections.abc import Sequence
 
 import torch
-from monai.networks import eval_mode
-
-from cxr_monai.data import make_phantom
-from cxr_monai.engines.inpainting import AnomalyHeatmapInferer, mask_patches, to_network_range
-from cxr_monai.networks import ContextEncoder
-
 from _common import (
     add_common_arguments,
     measure_interleaved,
@@ -40,6 +34,12 @@ from _common import (
     ratio_line,
     resolve_device,
 )
+from monai.networks import eval_mode
+
+from cxr_monai.apps.inpainting import AnomalyHeatmapInferer, mask_patches
+from cxr_monai.data import make_phantom
+from cxr_monai.networks import ContextEncoder
+from cxr_monai.transforms import to_network_range
 
 WIDTHS = {"small": (16, 256), "paper": (128, 4096)}  # generator base channels, bottleneck
 WINDOW, HOLE = 128, 64

@@ -39,15 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser
-from monai.data import DataLoader, Dataset, list_data_collate
-from monai.data.utils import worker_init_fn as monai_worker_init_fn
-from monai.transforms import Compose, apply_transform
-
-from cxr_monai.data import generate_phantoms, load_datalist, validate_datalist
-from cxr_monai.data.datalist import SPLIT_KEYS
-from cxr_monai.io import read_cxr
-
 from _common import (
     REPO_ROOT,
     add_common_arguments,
@@ -58,6 +49,14 @@ from _common import (
     ratio_line,
     resolve_device,
 )
+from monai.bundle import ConfigParser
+from monai.data import DataLoader, Dataset, list_data_collate
+from monai.data.utils import worker_init_fn as monai_worker_init_fn
+from monai.transforms import Compose, apply_transform
+
+from cxr_monai.data import generate_phantoms, load_datalist, validate_datalist
+from cxr_monai.data.datalist import SPLIT_KEYS
+from cxr_monai.io import read_cxr
 
 DEFAULT_CONFIG = REPO_ROOT / "bundles" / "context_encoder" / "configs" / "train.json"
 DECODED_KEYS = ("image", "lung_mask")  # the files the pipeline's LoadCXRImaged reads

@@ -31,14 +31,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from ignite.engine import Events
-from monai.utils import convert_to_tensor
-
-from cxr_monai.engines import ContextEncoderTrainer, GanSchedule
-from cxr_monai.losses import gan_diagnostics
-from cxr_monai.networks import ContextDiscriminator, ContextEncoder
-from cxr_monai.transforms import CenterHole, border_weight_map
-
 from _common import (
     Timing,
     add_common_arguments,
@@ -49,6 +41,17 @@ from _common import (
     ratio_line,
     resolve_device,
 )
+from ignite.engine import Events
+from monai.utils import convert_to_tensor
+
+from cxr_monai.apps.inpainting import (
+    CenterHole,
+    ContextEncoderTrainer,
+    border_weight_map,
+)
+from cxr_monai.engines import GanSchedule
+from cxr_monai.losses import gan_diagnostics
+from cxr_monai.networks import ContextDiscriminator, ContextEncoder
 
 LAMBDA_L2, LAMBDA_ADV = 0.998, 0.002  # seed 001 §3.2.3, the engine's defaults
 LEARNING_RATE, BETAS = 2e-4, (0.5, 0.999)

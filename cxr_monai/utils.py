@@ -10,7 +10,17 @@ import numpy as np
 import torch
 from monai.utils import str2bool
 
-__all__ = ["as_bool", "is_distributed", "is_rank0", "report_data_errors_in_one_line", "user_errors"]
+__all__ = [
+    "any_rank",
+    "as_bool",
+    "handlers_for_this_rank",
+    "init_distributed",
+    "is_distributed",
+    "is_rank0",
+    "one_line_error",
+    "report_data_errors_in_one_line",
+    "user_errors",
+]
 
 
 def as_bool(value: Any, name: str = "value") -> bool:
@@ -49,7 +59,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     (:class:`~cxr_monai.io.CXRReadError`), a datalist that breaks the schema
     (:class:`~cxr_monai.data.DatalistError`), more images skipped than a run allows
     (:class:`~cxr_monai.data.robust.TooManySkippedError`) and a non-finite loss or weight (``FloatingPointError``,
-    raised by :class:`~cxr_monai.engines.NanGuard` and :class:`~cxr_monai.engines.ResumableCheckpoint`)."""
+    raised by :class:`~cxr_monai.handlers.NanGuard` and :class:`~cxr_monai.handlers.ResumableCheckpoint`)."""
     from cxr_monai.data.datalist import DatalistError
     from cxr_monai.data.robust import TooManySkippedError
     from cxr_monai.io.reader import CXRReadError
@@ -84,3 +94,38 @@ def report_data_errors_in_one_line() -> None:
 
     hook._cxr_monai_one_line = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (a collective: every rank must call it)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    value = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+
+
+def one_line_error(error: BaseException, limit: int = 1000) -> str:
+    """``"<type>: <message>"`` on one line (the message's first line), at most ``limit`` characters."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] + (" [...]" if len(lines) > 1 else "") if lines else ""
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 5] + "[...]"
+
+
+
+def init_distributed(backend: str, device: torch.device | str | None = None) -> None:
+    """Join the ``torchrun`` process group (``env://``) once and pick this rank's GPU, for ``multi_gpu_train.json``."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend)
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def handlers_for_this_rank(handlers: list, rank0_only: tuple[str, ...] = ("StatsHandler", "ProgressBar")) -> list:
+    """The training handlers this rank runs: every rank runs all of them except the console ones named in
+    ``rank0_only`` (class names), which only rank 0 keeps, so a multi-GPU log is not printed once per GPU."""
+    if is_rank0():
+        return list(handlers)
+    return [handler for handler in handlers if type(handler).__name__ not in rank0_only]

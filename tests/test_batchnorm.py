@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
+from PIL import Image
 
+from cxr_monai.apps.inpainting import InpaintingBatch
 from cxr_monai.data import generate_phantoms
-from cxr_monai.engines import InpaintingBatch, from_network_range
 from cxr_monai.metrics import reconstruction_metrics
+from cxr_monai.transforms import from_network_range
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "context_encoder" / "configs"
 

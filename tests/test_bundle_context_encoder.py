@@ -2,78 +2,49 @@
 
 Phantoms at 256 px, the ``small`` override and a few iterations per epoch keep each run to seconds; the
 checks are on what a user gets: checkpoints, ``models/model.pt``, PNGs, the evaluation table and the MLflow
-store, plus the bundle conventions (metadata schema, net in/out, TorchScript export), a SIGKILL mid-epoch
-and resume, and two processes under torchrun.
+store, and a TorchScript export of the trained model. The conventions every bundle shares (metadata schema, net
+in/out, TorchScript export, a SIGKILL mid-epoch and resume, two processes under torchrun) are checked in
+test_bundle_conventions.py, whose ``BUNDLES`` entry for this bundle uses the same ``SHORT_RUN``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from cxr_monai.data import generate_phantoms
-from cxr_monai.engines.handlers import latest_checkpoint
+from cxr_monai.handlers import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "context_encoder"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO / "cxr_monai" / "schemas" / "bundle_metadata.schema.json"
 
-pytestmark = pytest.mark.slow
-
-# A run of 3 epochs (G-L2, D-only, joint) of 4 iterations each.
+# A run of 3 epochs (G-L2, D-only, joint) of 4 iterations each (CONTEXT_ENCODER_TINY in test_bundle_conventions.py).
 SHORT_RUN = {"working_size": 256, "max_epochs": 3, "g_l2_epochs": 1, "d_only_epochs": 1, "epoch_length": 4,
              "patches_per_image": 8, "val_patches_per_image": 2}
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("phantoms")
-    generate_phantoms(out, num_images=24, size=256, seed=0, abnormal_fraction=0.3)
-    return out
+def command(bundle_command):
+    """``command(configs, output_dir, data_dir, tracking=False, **overrides)``: a ``monai.bundle run`` of this bundle."""
 
+    def build(configs: list[str], output_dir: Path, data_dir: Path, tracking: bool = False, **overrides) -> list[str]:
+        return bundle_command(BUNDLE, configs, dataset_dir=data_dir, datalist=data_dir / "datalist.json",
+                              output_dir=output_dir, tracking=CONFIGS / "mlflow.json" if tracking else None,
+                              **overrides)
 
-def _command(configs: list[str], output_dir: Path, data_dir: Path, tracking: bool = False, **overrides) -> list[str]:
-    files = json.dumps([str(CONFIGS / name) for name in configs])
-    command = ["-m", "monai.bundle", "run", "--config_file", files, "--meta_file", str(CONFIGS / "metadata.json"),
-               "--logging_file", str(CONFIGS / "logging.conf"), "--bundle_root", str(BUNDLE),
-               "--dataset_dir", str(data_dir), "--datalist", str(data_dir / "datalist.json"),
-               "--output_dir", str(output_dir)]
-    if tracking:
-        command += ["--tracking", str(CONFIGS / "mlflow.json")]
-    for key, value in overrides.items():
-        command += [f"--{key}", json.dumps(value)]
-    return command
-
-
-def _run(args: list[str], log: Path, launcher: list[str] | None = None, timeout: int = 600) -> None:
-    launcher = launcher or [sys.executable]
-    with open(log, "w") as handle:
-        result = subprocess.run(launcher + args, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args[:4])} failed:\n" + "\n".join(log.read_text().splitlines()[-40:])
+    return build
 
 
 def _runs(output_dir: Path) -> list:
     client = mlflow.MlflowClient(f"sqlite:///{output_dir / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("context_encoder")
     return client, client.search_runs(experiment.experiment_id)
-
-
-def test_metadata_matches_the_vendored_schema():
-    from monai.bundle import verify_metadata
-
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))  # raises on a mismatch
 
 
 def test_train_json_alone_is_the_paper_setting():
@@ -99,17 +70,11 @@ def test_train_json_alone_is_the_paper_setting():
     assert int((collate.hole.weight == 10.0).sum()) == 64**2 - 56**2
 
 
-def test_network_in_out_shapes_match_metadata():
-    from monai.bundle import verify_net_in_out
-
-    verify_net_in_out(net_id="generator_def", meta_file=str(CONFIGS / "metadata.json"),
-                      config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "small.json")],
-                      bundle_root=str(BUNDLE), device="cpu")
-
-
-def test_train_infer_evaluate_and_export(phantoms, tmp_path):
+@pytest.mark.slow
+def test_train_infer_evaluate_and_export(bundle_phantoms, tmp_path, command, run_bundle, bundle_command):
     out = tmp_path / "run"
-    _run(_command(["train.json", "small.json"], out, phantoms, tracking=True, **SHORT_RUN), tmp_path / "train.log")
+    run_bundle(command(["train.json", "small.json"], out, bundle_phantoms, tracking=True, **SHORT_RUN),
+               tmp_path / "train.log")
     assert latest_checkpoint(out / "checkpoints").name == "checkpoint_12.pt"
     weights = torch.load(out / "models" / "model.pt", weights_only=True)
     assert "decoder.4.conv.bias" in weights or any(k.startswith("decoder.") for k in weights)
@@ -131,15 +96,15 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     assert run.data.tags["model_path"] == "models/model.pt"
     assert (out / "skipped.csv").read_text().splitlines() == ["stage,image,reason"]  # nothing skipped
 
-    _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
-                  infer_max_images=2, channels_last=True), tmp_path / "infer.log")  # the GPU default, on the CPU
+    run_bundle(command(["train.json", "small.json", "inference.json"], out, bundle_phantoms, working_size=256,
+                       infer_max_images=2, channels_last=True), tmp_path / "infer.log")  # the GPU default, on the CPU
     index = (out / "inference" / "index.csv").read_text().splitlines()
     assert any(",heatmap," in row or "heatmap" in row for row in index[1:])
     assert list((out / "inference" / "heatmaps").glob("*_overlay.png"))
     assert list((out / "inference" / "patches").glob("*_diff.png"))
-    _run(_command(["train.json", "small.json", "inference.json"], out, phantoms, working_size=256,
-                  infer_max_images=1, infer_datalist_key="test", inference_dir=str(out / "screen")),
-         tmp_path / "screen.log")  # healthy images carry no boxes: heatmaps only
+    run_bundle(command(["train.json", "small.json", "inference.json"], out, bundle_phantoms, working_size=256,
+                       infer_max_images=1, infer_datalist_key="test", inference_dir=str(out / "screen")),
+               tmp_path / "screen.log")  # healthy images carry no boxes: heatmaps only
     screen = list(csv.DictReader(open(out / "screen" / "index.csv", newline="")))
     assert sorted(row["kind"] for row in screen) == ["heatmap", "overlay", "skipped"]
 
@@ -147,9 +112,9 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     moved.parent.mkdir()
     shutil.move(out, moved)
     out = moved
-    _run(_command(["train.json", "small.json", "evaluate.json"], out, phantoms, tracking=True, working_size=256,
-                  eval_patches_per_image=2),
-         tmp_path / "evaluate.log")
+    run_bundle(command(["train.json", "small.json", "evaluate.json"], out, bundle_phantoms, tracking=True,
+                       working_size=256, eval_patches_per_image=2),
+               tmp_path / "evaluate.log")
     report = json.loads((out / "evaluation" / "report.json").read_text())
     assert report["counts"]["healthy"] > 0 and report["counts"]["unhealthy"] > 0
     assert "| PSNR |" in (out / "evaluation" / "table.md").read_text()
@@ -168,77 +133,10 @@ def test_train_infer_evaluate_and_export(phantoms, tmp_path):
     assert client.download_artifacts(run.info.run_id, "grids/grid_epoch0003.png", str(tmp_path / "download"))
 
     exported = tmp_path / "model.ts"
-    _run(["-m", "monai.bundle", "ckpt_export", "--net_id", "generator_def", "--filepath", str(exported),
-          "--ckpt_file", str(out / "models" / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"),
-          "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "small.json")]),
-          "--bundle_root", str(BUNDLE)], tmp_path / "export.log")
+    run_bundle(bundle_command(BUNDLE, ["train.json", "small.json"], "ckpt_export", net_id="generator_def",
+                              filepath=exported, ckpt_file=out / "models" / "model.pt"), tmp_path / "export.log")
     scripted = torch.jit.load(str(exported))
     assert scripted(torch.zeros(2, 1, 128, 128)).shape == (2, 1, 64, 64)
-
-
-def test_sigkill_mid_epoch_then_resume_finishes_the_same_iterations(phantoms, tmp_path):
-    out = tmp_path / "run"
-    settings = {**SHORT_RUN, "epoch_length": 6, "checkpoint_every": 2}
-    command = [sys.executable] + _command(["train.json", "small.json"], out, phantoms, tracking=True, **settings)
-    with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 300
-        while latest_checkpoint(out / "checkpoints") is None and process.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = int(latest_checkpoint(out / "checkpoints").stem.split("_")[1])
-    assert 0 < killed_at < 18
-
-    _run(_command(["train.json", "small.json"], out, phantoms, tracking=True, **settings), tmp_path / "resumed.log")
-    log = (tmp_path / "resumed.log").read_text()
-    assert f"checkpoint_{killed_at}.pt at iteration {killed_at}" in log
-    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
-    assert final["engine"]["iteration"] == 18 and final["engine"]["max_epochs"] == 3
-    client, runs = _runs(out)
-    assert len(runs) == 1  # the resumed process continued the killed one's MLflow run
-    steps = {metric.step for metric in client.get_metric_history(runs[0].info.run_id, "l2")}
-    assert set(range(killed_at + 1, 19)) <= steps
-
-
-def test_torchrun_two_processes_one_mlflow_run(phantoms, tmp_path):
-    out = tmp_path / "run"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
-    args = _command(["train.json", "small.json", "multi_gpu_train.json"], out, phantoms, tracking=True,
-                    **{**SHORT_RUN, "epoch_length": 2, "channels_last": True, "use_amp": True})  # the CUDA defaults
-    _run(args[1:] if args[0] == "-m" else args, tmp_path / "ddp.log", launcher=torchrun + ["-m"])
-    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
-    assert final["engine"]["iteration"] == 6
-    assert not any(k.startswith("module.") for k in final["g_network"])  # DDP unwrapped in checkpoints
-    client, runs = _runs(out)
-    assert len(runs) == 1 and "d_loss" in runs[0].data.metrics
-    log = (tmp_path / "ddp.log").read_text()
-    assert log.count("Engine run finished") >= 2  # both ranks trained
-    assert "Grad strides do not match bucket view strides" not in log  # nets went channels-last before DDP
-    assert {"g_scaler", "d_scaler"} <= set(final) and final["g_scaler"] != {}  # float16 AMP, scaled, under DDP
-    # the logged validation is model.pt's: rank 0 validates the whole set with the weights it checkpoints. (Each
-    # rank's BatchNorm running statistics drift apart between DDP's buffer broadcasts, so splitting validation
-    # across ranks, as the model zoo's DistributedSampler pattern does, moved this PSNR by 4e-4 dB.)
-    last_val_psnr = client.get_metric_history(runs[0].info.run_id, "val_psnr")[-1].value
-    assert last_val_psnr == pytest.approx(_validation_psnr(out / "models" / "model.pt", phantoms), rel=1e-5)
-
-
-def _validation_psnr(model_path: Path, data_dir: Path) -> float:
-    """The bundle's validation of ``model_path`` (channels-last) in this process, as a single-GPU run does it."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "small.json")])
-    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(data_dir),
-                   "datalist": str(data_dir / "datalist.json"), "output_dir": str(model_path.parent), **SHORT_RUN})
-    generator = parser.get_parsed_content("generator")
-    generator.load_state_dict(torch.load(model_path, weights_only=True))
-    generator.to(memory_format=torch.channels_last)  # as the torchrun run held it: the same float rounding
-    evaluator = parser.get_parsed_content("validate#evaluator")
-    evaluator.run()
-    return evaluator.state.metrics["val_psnr"]
 
 
 def _corrupt_copy(phantoms: Path, destination: Path, sets: dict[str, int]) -> dict[str, str]:
@@ -253,12 +151,14 @@ def _corrupt_copy(phantoms: Path, destination: Path, sets: dict[str, int]) -> di
     return broken
 
 
-def test_bad_images_are_skipped_and_too_many_stop_the_run_in_one_line(phantoms, tmp_path):
+@pytest.mark.slow
+def test_bad_images_are_skipped_and_too_many_stop_the_run_in_one_line(bundle_phantoms, tmp_path, command,
+                                                                      run_bundle):
     data = tmp_path / "data"
-    broken = _corrupt_copy(phantoms, data, {"training": 0, "test_unhealthy": 0})
+    broken = _corrupt_copy(bundle_phantoms, data, {"training": 0, "test_unhealthy": 0})
     out = tmp_path / "tolerant"
-    _run(_command(["train.json", "small.json"], out, data, tracking=True, max_skipped_fraction=0.2, **SHORT_RUN),
-         tmp_path / "tolerant.log")
+    run_bundle(command(["train.json", "small.json"], out, data, tracking=True, max_skipped_fraction=0.2,
+                       **SHORT_RUN), tmp_path / "tolerant.log")
     rows = list(csv.DictReader(open(out / "skipped.csv", newline="")))
     assert [(row["stage"], row["image"]) for row in rows] == [("training", broken["training"])]
     assert f"skipping {broken['training']} (training)" in (tmp_path / "tolerant.log").read_text()
@@ -266,15 +166,13 @@ def test_bad_images_are_skipped_and_too_many_stop_the_run_in_one_line(phantoms, 
     client, [run] = _runs(out)
     assert run.info.status == "FINISHED"
 
-    _run(_command(["train.json", "small.json", "inference.json"], out, data, working_size=256,
-                  max_skipped_fraction=0.2), tmp_path / "infer.log")
+    run_bundle(command(["train.json", "small.json", "inference.json"], out, data, working_size=256,
+                       max_skipped_fraction=0.2), tmp_path / "infer.log")
     rows = list(csv.DictReader(open(out / "inference" / "skipped.csv", newline="")))
     assert [(row["stage"], row["image"]) for row in rows] == [("inference", broken["test_unhealthy"])]
 
     strict = tmp_path / "strict"  # the default max_skipped_fraction, 0.05: 1 of 9 training images is too many
-    result = subprocess.run([sys.executable] + _command(["train.json", "small.json"], strict, data, tracking=True,
-                                                        **SHORT_RUN),
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = run_bundle(command(["train.json", "small.json"], strict, data, tracking=True, **SHORT_RUN), check=False)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("TooManySkippedError: training: 1 of 9 images could not be used")
@@ -284,24 +182,26 @@ def test_bad_images_are_skipped_and_too_many_stop_the_run_in_one_line(phantoms, 
     assert run.info.status == "FAILED" and broken["training"] in run.data.tags["failure"]
 
 
-def test_finished_run_rerun_rewrites_model_pt_and_resume_false_means_false(phantoms, tmp_path):
+@pytest.mark.slow
+def test_finished_run_rerun_rewrites_model_pt_and_resume_false_means_false(bundle_phantoms, tmp_path, command,
+                                                                           run_bundle):
     out = tmp_path / "run"
     settings = {**SHORT_RUN, "max_epochs": 2}
-    _run(_command(["train.json", "small.json"], out, phantoms, **settings), tmp_path / "train.log")
+    run_bundle(command(["train.json", "small.json"], out, bundle_phantoms, **settings), tmp_path / "train.log")
     final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)["g_network"]
     torch.save({"stale": torch.zeros(1)}, out / "models" / "model.pt")  # what a kill in the last save leaves
     leftovers = [out / "models" / ".model.pt.x1y2z3a4.tmp", out / "checkpoints" / "tmpa1b2c3d4"]
     for path in leftovers:
         path.write_bytes(b"half")
-    _run(_command(["train.json", "small.json"], out, phantoms, **settings), tmp_path / "rerun.log")
+    run_bundle(command(["train.json", "small.json"], out, bundle_phantoms, **settings), tmp_path / "rerun.log")
     written = torch.load(out / "models" / "model.pt", weights_only=True)
     assert set(written) == set(final) and all(torch.equal(written[key], final[key]) for key in final)
     assert not any(path.exists() for path in leftovers)
     assert "training was already complete at iteration 8" in (tmp_path / "rerun.log").read_text()
 
-    command = _command(["train.json", "small.json"], out, phantoms, **settings)
-    command += ["--resume", "false"]  # as a user types it: Python Fire passes the string 'false'
-    _run(command, tmp_path / "fresh.log")
+    fresh = command(["train.json", "small.json"], out, bundle_phantoms, **settings)
+    fresh += ["--resume", "false"]  # as a user types it: Python Fire passes the string 'false'
+    run_bundle(fresh, tmp_path / "fresh.log")
     log = (tmp_path / "fresh.log").read_text()
     assert "resumed from" not in log and "moved the 2 checkpoints of an earlier run" in log
     assert len(list((out / "checkpoints").glob("previous_*"))) == 1

@@ -11,21 +11,26 @@ import pytest
 import torch
 from monai.transforms import Compose
 
-from cxr_monai.data.datalist import load_datalist
-from cxr_monai.data.phantom import generate_phantoms
-from cxr_monai.engines.evaluation import (
+from cxr_monai.apps.inpainting.evaluation import (
     InpaintingEvaluation,
     PatchSet,
     evaluate_inpainting,
-    log_report_to_mlflow,
     markdown_table,
     write_report,
 )
-from cxr_monai.engines.inpainting import AnomalyHeatmapInferer, to_network_range
+from cxr_monai.apps.inpainting.inference import AnomalyHeatmapInferer
+from cxr_monai.data.datalist import load_datalist
 from cxr_monai.io import LoadCXRImaged
 from cxr_monai.metrics import anomaly_auroc
 from cxr_monai.networks import ContextEncoder
-from cxr_monai.transforms import BoxCenteredPatchd, LungBoxesd, RandLungPatchd, ResizeToWorkingResolutiond
+from cxr_monai.reports import log_report_to_mlflow
+from cxr_monai.transforms import (
+    BoxCenteredPatchd,
+    LungBoxesd,
+    RandLungPatchd,
+    ResizeToWorkingResolutiond,
+)
+from cxr_monai.transforms.intensity import to_network_range
 
 
 class OracleGenerator(torch.nn.Module):
@@ -169,13 +174,6 @@ def test_log_report_honours_mlflow_tracking_uri_like_monai(tmp_path, tracking_ur
     run_id = log_report_to_mlflow(report, f"sqlite:///{elsewhere.as_posix()}", "ce_env_test")
     assert MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.metrics["eval_n_healthy"] == 2
     assert not elsewhere.exists()
-
-
-@pytest.fixture(scope="module")
-def phantom_datalist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    generate_phantoms(root, num_images=4, size=256, seed=3, abnormal_fraction=0.5)  # 2 healthy test, 2 abnormal
-    return root / "datalist.json"
 
 
 def preprocessing() -> Compose:
@@ -329,7 +327,7 @@ def test_healthy_patches_from_the_lesion_free_lung_of_abnormal_images(phantom_da
 
 
 def test_image_level_auroc_needs_ten_images_per_class():
-    from cxr_monai.engines.evaluation import ImageScores, evaluate_images
+    from cxr_monai.apps.inpainting.evaluation import ImageScores, evaluate_images
 
     def scores(values):
         return ImageScores(np.asarray(values, dtype=float), [{"image": f"i{k}"} for k in range(len(values))])

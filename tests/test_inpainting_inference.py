@@ -11,29 +11,27 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from cxr_monai.data.phantom import generate_phantoms
-from cxr_monai.data.datalist import load_datalist
-from cxr_monai.engines.inpainting import (
+from cxr_monai.apps.inpainting import CenterHole
+from cxr_monai.apps.inpainting.inference import (
     AnomalyHeatmapInferer,
     InpaintingInference,
     NoWindowError,
-    from_network_range,
     inpaint_centres,
     inpaint_patches,
     lung_window_starts,
     mask_patches,
-    output_stem,
-    to_network_range,
 )
+from cxr_monai.data.datalist import load_datalist
+from cxr_monai.engines.images import output_stem
 from cxr_monai.io import LoadCXRImaged
 from cxr_monai.networks import ContextEncoder
 from cxr_monai.transforms import (
     BoxCenteredPatchd,
-    CenterHole,
     LungBoxesd,
     RandLungPatchd,
     ResizeToWorkingResolutiond,
 )
+from cxr_monai.transforms.intensity import from_network_range, to_network_range
 
 
 def tiny_generator(seed: int = 0) -> ContextEncoder:
@@ -64,13 +62,6 @@ def whole_image_preprocessing(longest_side: int) -> Compose:
                                    allow_missing_keys=True),
         LungBoxesd(),
     ])
-
-
-@pytest.fixture(scope="module")
-def phantom_datalist(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    generate_phantoms(root, num_images=4, size=256, seed=3, abnormal_fraction=0.5)
-    return root / "datalist.json"
 
 
 def test_network_range_round_trip():

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxr_monai.losses import AdversarialBCELoss, BorderWeightedL2Loss, ContextEncoderLoss, gan_diagnostics
+from cxr_monai.apps.inpainting import BorderWeightedL2Loss, ContextEncoderLoss
+from cxr_monai.losses import AdversarialBCELoss, gan_diagnostics
 
 
 def test_unit_weights_give_plain_mse():

@@ -14,21 +14,25 @@ from ignite.engine import Events
 from monai.handlers import StatsHandler
 from monai.utils import path_to_sqlite_uri
 
-from cxr_monai.engines import (
+from cxr_monai.apps.inpainting import (
+    PHASE_CODES,
     ContextEncoderTrainer,
+    InpaintingGrid,
+    border_weight_map,
+    context_encoder_scalars,
+)
+from cxr_monai.apps.inpainting.evaluation import evaluate_inpainting
+from cxr_monai.engines import GanSchedule
+from cxr_monai.handlers import (
     FailureHandler,
-    GanSchedule,
     ImageGridSaver,
     MLFlowTracker,
     ResumableCheckpoint,
     file_sha256,
-    finite_scalars,
-    log_report_to_mlflow,
     relocate_mlflow_artifacts,
 )
-from cxr_monai.engines.evaluation import evaluate_inpainting
 from cxr_monai.networks import ContextDiscriminator, ContextEncoder
-from cxr_monai.transforms import border_weight_map
+from cxr_monai.reports import log_report_to_mlflow
 
 
 def _batches(n: int, size: int = 4) -> list[dict[str, torch.Tensor]]:
@@ -51,11 +55,13 @@ def _trainer(output_dir: Path, resume: bool | str = True, fail_at: int | None = 
         FailureHandler(),
         ResumableCheckpoint(output_dir / "checkpoints", state_attributes=["g_network"], resume=resume,
                             model_path=output_dir / "models" / "model.pt", model_key="g_network"),
-        ImageGridSaver(g, [{"image": torch.rand(1, 128, 128)} for _ in range(2)], output_dir / "grids"),
-        StatsHandler(output_transform=finite_scalars),
+        ImageGridSaver([{"image": torch.rand(1, 128, 128)} for _ in range(2)], output_dir / "grids",
+                       grid=InpaintingGrid(g)),
+        StatsHandler(output_transform=context_encoder_scalars),
         MLFlowTracker(tracking_uri=path_to_sqlite_uri(str(output_dir / "mlruns.db")), experiment_name="ce",
                       resume=resume, model_path=output_dir / "models" / "model.pt", artifact_root=output_dir,
-                      artifacts=[output_dir / "grids", output_dir / "skipped.csv"], output_transform=finite_scalars,
+                      artifacts=[output_dir / "grids", output_dir / "skipped.csv"],
+                      output_transform=context_encoder_scalars, phase_key="phase", phase_codes=PHASE_CODES,
                       close_on_complete=True),
     ]
     trainer = ContextEncoderTrainer(

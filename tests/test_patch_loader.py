@@ -6,8 +6,12 @@ import torch
 from monai.data import Dataset, DistributedSampler
 from monai.utils import set_determinism
 
-from cxr_monai.data.patch_loader import PatchPoolDataLoader, ShuffledCollate, split_batch
-from cxr_monai.transforms import CenterHoleCollate
+from cxr_monai.apps.inpainting import CenterHoleCollate
+from cxr_monai.data.patch_loader import (
+    PatchPoolDataLoader,
+    ShuffledCollate,
+    split_batch,
+)
 
 
 def _image_patches(index: int, count: int = 20, size: int = 16) -> list[dict]:

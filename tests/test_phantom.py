@@ -26,7 +26,6 @@ from cxr_monai.data.phantom import (
 )
 from cxr_monai.io import read_cxr
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCHEMA = Path(__file__).resolve().parents[1] / "cxr_monai" / "schemas" / "datalist.schema.json"
 SIZE = 128
 
@@ -117,17 +116,16 @@ def test_summary_matches_files(tmp_path):
     assert "10 phantoms of 96 px" in summary.format()
 
 
-def test_csv_headers_and_rows_follow_the_nih_files(phantom_dir):
+def test_csv_headers_and_rows_follow_the_nih_files(phantom_dir, shared_path):
     data_entry = (phantom_dir / "Data_Entry_2017.csv").read_text().splitlines()
     bbox = (phantom_dir / "BBox_List_2017.csv").read_text().splitlines()
     assert data_entry[0] == NIH_DATA_ENTRY_HEADER and bbox[0] == NIH_BBOX_HEADER
     assert all(len(line.split(",")) == 11 for line in data_entry[1:])
     assert len(bbox) > 1 and all(len(line.split(",")) == 6 for line in bbox[1:])
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real NIH label files not found at {SHARED_DATA} (a user checkout has no shared/)")
-    with gzip.open(SHARED_DATA / "metadata" / "Data_Entry_2017_v2020.csv.gz", "rt") as f:
+    metadata = shared_path("metadata")  # the real NIH label files; skipped here where ../shared/data is absent
+    with gzip.open(metadata / "Data_Entry_2017_v2020.csv.gz", "rt") as f:
         real_entry = [next(f).rstrip("\n"), next(f).rstrip("\n")]
-    with gzip.open(SHARED_DATA / "metadata" / "BBox_List_2017.csv.gz", "rt") as f:
+    with gzip.open(metadata / "BBox_List_2017.csv.gz", "rt") as f:
         real_bbox = [next(f).rstrip("\n"), next(f).rstrip("\n")]
     assert data_entry[0] == real_entry[0] and bbox[0] == real_bbox[0]
     assert len(data_entry[1].split(",")) == len(real_entry[1].split(","))

@@ -15,7 +15,6 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxr_monai.io import SUFFIXES, preview
 
-SIIM_FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-samples" / "siim"
 
 
 def run_preview(*argv: str | Path) -> int:
@@ -58,10 +57,11 @@ def test_preview_downscales_keeping_aspect(tmp_path):
         np.testing.assert_array_equal(np.asarray(written), 77)
 
 
-def test_preview_of_real_dicom_reports_spacing(tmp_path, capsys):
-    dicoms = sorted(SIIM_FOLDER.glob("*.dcm"))
+def test_preview_of_real_dicom_reports_spacing(tmp_path, capsys, shared_path):
+    siim = shared_path("real-samples", "siim")
+    dicoms = sorted(siim.glob("*.dcm"))
     if not dicoms:
-        pytest.skip(f"real sample data not available at {SIIM_FOLDER} (no ../shared/data in this checkout)")
+        pytest.skip(f"no DICOM in {siim}")
     assert run_preview(dicoms[0], "--out", tmp_path / "siim.png", "--max-size", "256") == 0
     printed = capsys.readouterr().out
     assert "1024 x 1024 (rows x columns)" in printed

@@ -15,6 +15,8 @@ from ignite.engine import Engine
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose, MapTransform
 
+from cxr_monai.apps.inpainting import InpaintingEvaluation
+from cxr_monai.apps.inpainting.evaluation import collect_patches
 from cxr_monai.data.datalist import load_datalist
 from cxr_monai.data.phantom import generate_phantoms
 from cxr_monai.data.robust import (
@@ -28,11 +30,15 @@ from cxr_monai.data.robust import (
     data_error,
     root_cause,
 )
-from cxr_monai.engines import FailureHandler, InpaintingEvaluation, SkippedImagesHandler
-from cxr_monai.engines.evaluation import collect_patches
+from cxr_monai.handlers import FailureHandler, SkippedImagesHandler
 from cxr_monai.io import CXRReadError, LoadCXRImaged
 from cxr_monai.networks import ContextEncoder
-from cxr_monai.transforms import BoxCenteredPatchd, LungBoxesd, RandLungPatchd, ResizeToWorkingResolutiond
+from cxr_monai.transforms import (
+    BoxCenteredPatchd,
+    LungBoxesd,
+    RandLungPatchd,
+    ResizeToWorkingResolutiond,
+)
 from cxr_monai.utils import as_bool
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,19 +7,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate, load_decathlon_datalist
+from monai.data import (
+    DataLoader,
+    Dataset,
+    MetaTensor,
+    list_data_collate,
+    load_decathlon_datalist,
+)
 from monai.transforms import Compose, DeleteItemsd, LoadImaged
 from PIL import Image
 
+from cxr_monai.apps.inpainting import (
+    CenterHole,
+    CenterHoleCollate,
+    CenterHoled,
+    border_weight_map,
+    whole_image_hole_transforms,
+)
 from cxr_monai.data.phantom import generate_phantoms, make_phantom
 from cxr_monai.io import CXRReader
 from cxr_monai.transforms import (
     DEFAULT_LUNG_LAYOUT,
     BoxCenteredPatch,
     BoxCenteredPatchd,
-    CenterHole,
-    CenterHoleCollate,
-    CenterHoled,
     HeuristicLungBoxes,
     LungBoxesd,
     LungBoxesFromMask,
@@ -29,16 +39,12 @@ from cxr_monai.transforms import (
     RandLungPatchd,
     ResizeToWorkingResolution,
     ResizeToWorkingResolutiond,
-    border_weight_map,
     crop_patch,
     lung_boxes_from_mask,
     scale_boxes,
-    whole_image_hole_transforms,
     working_spatial_size,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MONTGOMERY = SHARED_DATA / "real-samples" / "montgomery-like"
 
 
 def meta_image(array: np.ndarray, filename: str = "p0001.png", **meta) -> MetaTensor:
@@ -184,10 +190,11 @@ def test_empty_mask_error_names_the_file():
         LungBoxesFromMaskd(keys="lung_mask")({"lung_mask": meta_image(np.zeros((64, 64)), "p0042_lungs.png")})
 
 
-def test_boxes_from_real_lung_masks():
-    masks = sorted(MONTGOMERY.glob("*-mask.png")) if MONTGOMERY.is_dir() else []
+def test_boxes_from_real_lung_masks(shared_path):
+    montgomery = shared_path("real-samples", "montgomery-like")
+    masks = sorted(montgomery.glob("*-mask.png"))
     if not masks:
-        pytest.skip(f"real lung masks not found under {MONTGOMERY} (shared/data is not part of a user checkout)")
+        pytest.skip(f"real lung masks not found under {montgomery}")
     for path in masks:
         mask = np.asarray(Image.open(path).convert("L")) > 127
         boxes = LungBoxesFromMask()(meta_image(mask, str(path)))
@@ -210,10 +217,11 @@ def lung_fraction_and_coverage(boxes: np.ndarray, lung: np.ndarray) -> tuple[flo
     return (covered & lung).sum() / covered.sum(), (covered & lung).sum() / lung.sum()
 
 
-def test_heuristic_boxes_on_real_radiographs():
-    pairs = [(MONTGOMERY / f"{i}.jpg", MONTGOMERY / f"{i}-mask.png") for i in range(1, 5)]
+def test_heuristic_boxes_on_real_radiographs(shared_path):
+    montgomery = shared_path("real-samples", "montgomery-like")
+    pairs = [(montgomery / f"{i}.jpg", montgomery / f"{i}-mask.png") for i in range(1, 5)]
     if not all(image.exists() and mask.exists() for image, mask in pairs):
-        pytest.skip(f"real radiographs with lung masks not found under {MONTGOMERY}")
+        pytest.skip(f"real radiographs with lung masks not found under {montgomery}")
     for image_path, mask_path in pairs:
         image = np.asarray(Image.open(image_path).convert("L"), dtype=np.float32) / 255
         lung = np.asarray(Image.open(mask_path).convert("L")) > 127

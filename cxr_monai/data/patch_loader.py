@@ -99,7 +99,7 @@ class PatchPoolDataLoader(DataLoader):
     Args:
         dataset: the dataset of images (each item a list of patch dicts, or one dict).
         batches_per_load: batches cut from each load of ``batch_size`` images.
-        collate_fn: collates one load (e.g. :class:`~cxr_monai.transforms.CenterHoleCollate`); it must return a dict.
+        collate_fn: collates one load (e.g. :class:`~cxr_monai.apps.inpainting.CenterHoleCollate`); it must return a dict.
         kwargs: the rest of :class:`monai.data.DataLoader`'s arguments (``batch_size`` = images per load).
 
     Example::

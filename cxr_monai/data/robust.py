@@ -9,7 +9,7 @@ set fraction of its images is skipped.
 - :class:`SkippingDataset` turns those records into skipped images: for training (``replace=True``) the next usable
   entry takes a bad one's place, so batches keep their size and are never empty, and the record travels with that
   sample through :class:`SkippingCollate` into the batch (``batch["skipped_images"]``), out of the worker process
-  to the trainer, where :class:`~cxr_monai.engines.SkippedImagesHandler` hands it to the run's :class:`SkipLog`;
+  to the trainer, where :class:`~cxr_monai.handlers.SkippedImagesHandler` hands it to the run's :class:`SkipLog`;
   for a list built in the process that holds the log (``replace=False``, e.g. the validation patches), a bad entry
   gives no samples and is recorded at once.
 - :class:`SkipLog` logs each skipped image once (a warning naming the file and the reason), writes it to
@@ -124,7 +124,7 @@ def skipped_image(data: Any, error: BaseException, image_key: str = "image") -> 
     with; a message that does not name the image (e.g. it names the lung mask) keeps its exception type.
 
     >>> skipped_image({"image": "a.png"}, ValueError("a.png: no lesion-free lung pixel"))
-    SkippedImage(image='a.png', reason='no lesion-free lung pixel')
+    SkippedImage(image='a.png', reason='no lesion-free lung pixel', lesion_covered=False)
     """
     root = root_cause(error)
     image = _image_name(data, image_key)
@@ -281,7 +281,7 @@ class SkippingDataset(Dataset):
     - ``replace=True`` (training, through a DataLoader with :class:`SkippingCollate`): a bad entry is replaced by the
       next usable one (``index + 1``, ``index + 2``, ... wrapping around), so a batch keeps its size and is never
       empty; the records of the entries passed over travel with the sample, so they reach the trainer whether the
-      loader has worker processes or not (:class:`~cxr_monai.engines.SkippedImagesHandler` records them in
+      loader has worker processes or not (:class:`~cxr_monai.handlers.SkippedImagesHandler` records them in
       ``skip_log``). An entry known to be bad is passed over without being loaded again. When more entries have
       failed than ``skip_log`` allows, the sample is ``None`` and the handler stops the run.
     - ``replace=False`` (a list built in the process that holds ``skip_log``, e.g. the validation patches): a bad

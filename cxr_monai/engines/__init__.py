@@ -1,92 +1,17 @@
-"""Ignite engines and handlers."""
+"""Ignite engines and what they share: the GAN phase schedule, ``prepare_batch`` by key, the per-image iteration of
+runners.
+
+Example::
+
+    from cxr_monai.engines import GanSchedule
+
+    GanSchedule(g_l2_epochs=2, d_only_epochs=4, g_every=2).phase(epoch=3)  # GanPhase.D_ONLY
+"""
 
 from __future__ import annotations
 
-from cxr_monai.engines.evaluation import (
-    ImageLevelReport,
-    ImageScores,
-    InpaintingEvaluation,
-    InpaintingReport,
-    PatchSet,
-    collect_image_scores,
-    collect_patches,
-    evaluate_images,
-    evaluate_inpainting,
-    log_report_to_mlflow,
-    markdown_table,
-    write_report,
-)
-from cxr_monai.engines.inpainting import (
-    AnomalyHeatmap,
-    AnomalyHeatmapInferer,
-    InpaintingInference,
-    NoWindowError,
-    from_network_range,
-    inpaint_centres,
-    inpaint_patches,
-    lung_image_score,
-    lung_window_starts,
-    mask_patches,
-    to_network_range,
-)
-from cxr_monai.engines.context_encoder_trainer import ContextEncoderTrainer, GanPhase, GanSchedule, InpaintingBatch
-from cxr_monai.engines.handlers import (
-    CONTEXT_ENCODER_SCALARS,
-    PHASE_CODES,
-    FailureHandler,
-    ImageGridSaver,
-    MLFlowTracker,
-    NanGuard,
-    ResumableCheckpoint,
-    RunEvents,
-    SkippedImagesHandler,
-    atomic_torch_save,
-    file_sha256,
-    find_training_run,
-    finite_scalars,
-    relocate_mlflow_artifacts,
-)
+from cxr_monai.engines.gan_schedule import GanPhase, GanSchedule
+from cxr_monai.engines.images import PreprocessedImage, iterate_images, output_stem, stack_patches
+from cxr_monai.engines.prepare_batch import KeyedBatch
 
-__all__ = [
-    "AnomalyHeatmap",
-    "AnomalyHeatmapInferer",
-    "ImageLevelReport",
-    "ImageScores",
-    "InpaintingEvaluation",
-    "InpaintingInference",
-    "InpaintingReport",
-    "NoWindowError",
-    "PatchSet",
-    "collect_image_scores",
-    "collect_patches",
-    "evaluate_images",
-    "evaluate_inpainting",
-    "from_network_range",
-    "inpaint_centres",
-    "inpaint_patches",
-    "log_report_to_mlflow",
-    "lung_image_score",
-    "lung_window_starts",
-    "markdown_table",
-    "mask_patches",
-    "to_network_range",
-    "write_report",
-    "CONTEXT_ENCODER_SCALARS",
-    "PHASE_CODES",
-    "ContextEncoderTrainer",
-    "FailureHandler",
-    "GanPhase",
-    "GanSchedule",
-    "ImageGridSaver",
-    "InpaintingBatch",
-    "MLFlowTracker",
-    "NanGuard",
-    "ResumableCheckpoint",
-    "RunEvents",
-    "SkippedImagesHandler",
-    "atomic_torch_save",
-    "file_sha256",
-    "find_training_run",
-    "finite_scalars",
-    "relocate_mlflow_artifacts",
-]
+__all__ = ["GanPhase", "GanSchedule", "KeyedBatch", "PreprocessedImage", "iterate_images", "output_stem", "stack_patches"]

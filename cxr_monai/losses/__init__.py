@@ -1,19 +1,7 @@
-"""Losses."""
+"""Losses any network of the project uses (the context encoder's own are in :mod:`cxr_monai.apps.inpainting`)."""
 
 from __future__ import annotations
 
-from cxr_monai.losses.inpainting import (
-    AdversarialBCELoss,
-    BorderWeightedL2Loss,
-    ContextEncoderLoss,
-    ContextEncoderLossOutput,
-    gan_diagnostics,
-)
+from cxr_monai.losses.adversarial import AdversarialBCELoss, gan_diagnostics
 
-__all__ = [
-    "AdversarialBCELoss",
-    "BorderWeightedL2Loss",
-    "ContextEncoderLoss",
-    "ContextEncoderLossOutput",
-    "gan_diagnostics",
-]
+__all__ = ["AdversarialBCELoss", "gan_diagnostics"]

@@ -146,7 +146,7 @@ def image_anomaly_score(
     """Image-level anomaly score: the ``quantile`` of a full-image anomaly heatmap over its covered pixels.
 
     ``heatmap`` is ``(H, W)`` with NaN where no window reached (as
-    :class:`~cxr_monai.engines.AnomalyHeatmapInferer` gives); ``region`` (same shape, non-zero inside; e.g. the
+    :class:`~cxr_monai.apps.inpainting.AnomalyHeatmapInferer` gives); ``region`` (same shape, non-zero inside; e.g. the
     lung mask) keeps the pixels that count, so bright edges of the mediastinum or diaphragm inside a lung box do
     not. A high quantile rather than the mean because a lesion covers a small part of the lungs, and rather than
     the maximum because a few pixels at a rib edge would decide it.

@@ -1,8 +1,18 @@
-"""Networks, one per file."""
+"""Networks, one per file, and the DCGAN blocks they share."""
 
 from __future__ import annotations
 
 from cxr_monai.networks.context_discriminator import ContextDiscriminator
-from cxr_monai.networks.context_encoder import ContextEncoder, dcgan_init
+from cxr_monai.networks.context_encoder import ContextEncoder
+from cxr_monai.networks.dcgan import LEAKY_RELU, dcgan_init, halvings_to_4px
+from cxr_monai.networks.vgg16_unet import VGG16UNet, load_vgg16_pretrained
 
-__all__ = ["ContextDiscriminator", "ContextEncoder", "dcgan_init"]
+__all__ = [
+    "LEAKY_RELU",
+    "ContextDiscriminator",
+    "ContextEncoder",
+    "VGG16UNet",
+    "dcgan_init",
+    "halvings_to_4px",
+    "load_vgg16_pretrained",
+]

@@ -6,7 +6,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
-from cxr_monai.networks.context_encoder import LEAKY_RELU, dcgan_init, halvings_to_4px
+from cxr_monai.networks.dcgan import LEAKY_RELU, dcgan_init, halvings_to_4px
 
 __all__ = ["ContextDiscriminator"]
 

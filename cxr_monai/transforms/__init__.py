@@ -1,42 +1,43 @@
-"""MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches and centre holes."""
+"""MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches, binary masks,
+intensity
+maps (the centre holes of the context encoder are in :mod:`cxr_monai.apps.inpainting`)."""
 
 from __future__ import annotations
 
-from cxr_monai.transforms.holes import (
-    CONTEXT_MEAN,
-    CenterHole,
-    CenterHoleCollate,
-    CenterHoled,
-    CenterHoleD,
-    CenterHoleDict,
-    border_weight_map,
-    whole_image_hole_transforms,
-)
+from cxr_monai.transforms.intensity import from_network_range, to_network_range
 from cxr_monai.transforms.lung_boxes import (
     DEFAULT_LUNG_LAYOUT,
     HeuristicLungBoxes,
-    HeuristicLungBoxesd,
     HeuristicLungBoxesD,
+    HeuristicLungBoxesd,
     HeuristicLungBoxesDict,
-    LungBoxesd,
     LungBoxesD,
+    LungBoxesd,
     LungBoxesDict,
     LungBoxesFromMask,
-    LungBoxesFromMaskd,
     LungBoxesFromMaskD,
+    LungBoxesFromMaskd,
     LungBoxesFromMaskDict,
     lung_boxes_from_mask,
 )
+from cxr_monai.transforms.masks import (
+    JPEG_MID_GREY_LIMIT,
+    BinaryMask,
+    BinaryMaskd,
+    BinaryMaskD,
+    BinaryMaskDict,
+    MaskError,
+)
 from cxr_monai.transforms.patches import (
-    BoxCenteredPatch,
-    BoxCenteredPatchd,
-    BoxCenteredPatchD,
-    BoxCenteredPatchDict,
     LESION_FREE_REGIONS,
+    BoxCenteredPatch,
+    BoxCenteredPatchD,
+    BoxCenteredPatchd,
+    BoxCenteredPatchDict,
     NoLesionFreeLungError,
     RandLungPatch,
-    RandLungPatchd,
     RandLungPatchD,
+    RandLungPatchd,
     RandLungPatchDict,
     WindowCounts,
     crop_patch,
@@ -44,8 +45,8 @@ from cxr_monai.transforms.patches import (
 )
 from cxr_monai.transforms.resolution import (
     ResizeToWorkingResolution,
-    ResizeToWorkingResolutiond,
     ResizeToWorkingResolutionD,
+    ResizeToWorkingResolutiond,
     ResizeToWorkingResolutionDict,
     pixel_spacing_from_meta,
     scale_boxes,
@@ -54,16 +55,16 @@ from cxr_monai.transforms.resolution import (
 from cxr_monai.transforms.utils import as_box_array, source_name
 
 __all__ = [
+    "BinaryMask",
+    "BinaryMaskD",
+    "BinaryMaskDict",
+    "BinaryMaskd",
+    "JPEG_MID_GREY_LIMIT",
+    "MaskError",
     "BoxCenteredPatch",
     "BoxCenteredPatchD",
     "BoxCenteredPatchDict",
     "BoxCenteredPatchd",
-    "CONTEXT_MEAN",
-    "CenterHole",
-    "CenterHoleCollate",
-    "CenterHoleD",
-    "CenterHoleDict",
-    "CenterHoled",
     "DEFAULT_LUNG_LAYOUT",
     "HeuristicLungBoxes",
     "HeuristicLungBoxesD",
@@ -88,13 +89,13 @@ __all__ = [
     "ResizeToWorkingResolutiond",
     "WindowCounts",
     "as_box_array",
-    "border_weight_map",
     "crop_patch",
+    "from_network_range",
     "lung_boxes_from_mask",
     "pixel_spacing_from_meta",
     "scale_boxes",
     "source_name",
+    "to_network_range",
     "valid_center_range",
-    "whole_image_hole_transforms",
     "working_spatial_size",
 ]

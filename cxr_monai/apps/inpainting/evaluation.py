@@ -8,7 +8,7 @@ and *unhealthy* patches, one centred on each annotated box of the abnormal test 
 on the 0-255 scale) and the AUROC is scikit-learn's, with unhealthy patches as positives.
 
 Optionally, an image-level evaluation that needs no lesion boxes: each test image's full-image anomaly heatmap
-(:class:`~cxr_monai.engines.AnomalyHeatmapInferer`) is reduced to one score (a high quantile over the lungs,
+(:class:`~cxr_monai.apps.inpainting.AnomalyHeatmapInferer`) is reduced to one score (a high quantile over the lungs,
 :func:`cxr_monai.metrics.image_anomaly_score`), and the AUROC of those scores separates the abnormal test images
 (every ``test_unhealthy`` image, boxed or not) from the healthy ones.
 
@@ -24,10 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,20 +32,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import path_to_uri
 
-from cxr_monai.data.robust import SkipLog
-from cxr_monai.engines.handlers import KIND_TAG, file_sha256, find_training_run, relocate_mlflow_artifacts
-from cxr_monai.engines.inpainting import (
+from cxr_monai.apps.inpainting.holes import CONTEXT_MEAN, CenterHole
+from cxr_monai.apps.inpainting.inference import (
     AnomalyHeatmapInferer,
     Generator,
     NoWindowError,
     inpaint_centres,
-    iterate_images,
     lung_image_score,
-    output_stem,
-    stack_patches,
 )
+from cxr_monai.data.robust import SkipLog
+from cxr_monai.engines import iterate_images, output_stem, stack_patches
 from cxr_monai.metrics import (
     PSNR_MAX_DB,
     anomaly_auroc,
@@ -62,7 +56,8 @@ from cxr_monai.metrics.bootstrap import (
     image_level_intervals,
     patch_level_intervals,
 )
-from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, source_name
+from cxr_monai.reports import log_report_to_mlflow
+from cxr_monai.transforms import source_name
 from cxr_monai.utils import as_bool
 
 __all__ = [
@@ -77,7 +72,6 @@ __all__ = [
     "collect_patches",
     "evaluate_images",
     "evaluate_inpainting",
-    "log_report_to_mlflow",
     "markdown_table",
     "write_report",
 ]
@@ -154,12 +148,12 @@ def collect_patches(
     stage: str = "patches",
 ) -> PatchSet:
     """Cut the patches of a datalist into a :class:`PatchSet` (each image decoded once, see
-    :func:`~cxr_monai.engines.inpainting.iterate_images`; a random patch transform is reseeded with ``seed + index``).
+    :func:`~cxr_monai.engines.images.iterate_images`; a random patch transform is reseeded with ``seed + index``).
 
     Entries without a non-empty ``require_key`` (e.g. ``"boxes"`` for box-centred patches of an abnormal image
     that has labels but no box) are skipped: the log names the file, ``skipped`` its stem and the reason. With a
     ``skip_log``, so are images that cannot be read or cut into patches (recorded there as ``stage``, see
-    :func:`~cxr_monai.engines.inpainting.iterate_images`); without one, their error propagates.
+    :func:`~cxr_monai.engines.images.iterate_images`); without one, their error propagates.
 
     Example::
 
@@ -365,6 +359,10 @@ class InpaintingReport:
     intervals: dict[str, BootstrapInterval] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
 
+    def write(self, output_dir: str | os.PathLike) -> dict[str, Path]:
+        """The files of :func:`write_report` (so the report fits :func:`~cxr_monai.reports.log_report_to_mlflow`)."""
+        return write_report(self, output_dir)
+
     def metrics(self) -> dict[str, float]:
         """Flat ``{name: value}`` for MLflow: ``healthy_psnr_mean``, ..., ``n_healthy``, ``anomaly_auroc``, and
         with an image-level evaluation ``n_healthy_images``, ``healthy_image_score_mean``, ..., ``image_auroc``."""
@@ -428,7 +426,7 @@ def evaluate_inpainting(
     """Inpaint both patch sets and score the centres against the originals (seed 001 Table 1, plus AUROC).
 
     Patches (``(N, C, P, P)`` in [0, 1], or :class:`PatchSet`\\ s that also say where each patch comes from) are
-    inpainted by :func:`~cxr_monai.engines.inpainting.inpaint_centres` with the training hole (``hole_size``,
+    inpainted by :func:`~cxr_monai.apps.inpainting.inference.inpaint_centres` with the training hole (``hole_size``,
     ``fill_value``, ``overlap``). Per patch: PSNR (dB, 8-bit peak, clipped at 100 dB), MSE (0-255 scale) and SSIM
     of the ``hole_size`` centre (:func:`cxr_monai.metrics.reconstruction_metrics`), and the anomaly score, mean
     ``|original - inpainted|`` over the centre in [0, 1] units (:func:`cxr_monai.metrics.anomaly_score`). The
@@ -652,112 +650,6 @@ def write_report(report: InpaintingReport, output_dir: str | os.PathLike) -> dic
         writer.writerows(_csv_row(row) for row in report.per_patch)
     paths["table.md"].write_text(markdown_table(report), encoding="utf-8")
     return paths
-
-
-def _default_artifact_location(tracking_uri: str) -> str | None:
-    """``<folder of the database>/mlruns`` for a local SQLite store, as MONAI's ``MLFlowHandler`` does."""
-    if tracking_uri.startswith("sqlite:///"):
-        return path_to_uri(Path(tracking_uri[len("sqlite:///") :]).parent / "mlruns")
-    return None
-
-
-def log_report_to_mlflow(
-    report: InpaintingReport,
-    tracking_uri: str,
-    experiment_name: str = "context_encoder",
-    run_name: str | None = "evaluate",
-    run_id: str | None = None,
-    files: Mapping[str, str | os.PathLike] | None = None,
-    artifact_path: str = "evaluation",
-    prefix: str = "eval_",
-    artifact_location: str | None = None,
-    model_path: str | os.PathLike | None = None,
-) -> str:
-    """Log the report's metrics (``prefix`` + :meth:`InpaintingReport.metrics`) and its files to MLflow.
-
-    With ``run_id`` the metrics go into that run (e.g. the training run); otherwise a new run ``run_name`` is
-    created in ``experiment_name`` (created if missing, artifacts under ``<db folder>/mlruns`` for a
-    ``sqlite:///`` store, as MONAI's handler does) and closed. ``files`` are the paths from :func:`write_report`;
-    when ``None`` the files are written to a temporary folder for the upload. The URI must be a database or server
-    URI (``sqlite:///...``): MLflow 3 refuses its file store. ``MLFLOW_TRACKING_URI``, when set, takes precedence
-    over ``tracking_uri``, as in MONAI's ``MLFlowHandler``, so the table lands in the store the training run
-    went to. A store whose folder was moved is pointed at its artifacts first
-    (:func:`~cxr_monai.engines.relocate_mlflow_artifacts`). Returns the run id.
-
-    With ``model_path`` (the model file that was scored) the run gets the tags ``model_path`` (relative to the
-    store's folder when inside it) and ``model_sha256``, and, when a training run of the experiment tagged the
-    same sha256 (:class:`~cxr_monai.engines.MLFlowTracker`), ``training_run_id``/``training_run_name`` and
-    ``mlflow.parentRunId``: the MLflow UI shows the evaluation nested under the training run that wrote the model.
-    The run's note says what was scored. A new run carries ``cxr_monai.kind = evaluate`` and ends FAILED if
-    logging fails.
-
-    Example::
-
-        run_id = log_report_to_mlflow(report, "sqlite:////abs/runs/ce/mlruns.db", "context_encoder",
-                                      model_path="/abs/runs/ce/models/model.pt")
-    """
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
-    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        raise ValueError(f"tracking_uri {tracking_uri!r} is an MLflow file store, which MLflow 3 refuses; use "
-                         "sqlite:///<absolute path>/mlruns.db (monai.utils.path_to_sqlite_uri) or a server URI.")
-    relocate_mlflow_artifacts(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    created = run_id is None
-    if created:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            location = artifact_location or _default_artifact_location(tracking_uri)
-            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
-        run_id = client.create_run(experiment_id, run_name=run_name, tags={KIND_TAG: "evaluate"}).info.run_id
-    else:
-        experiment_id = client.get_run(run_id).info.experiment_id
-    try:
-        if model_path is not None:
-            client.log_batch(run_id, tags=_model_tags(client, experiment_id, tracking_uri, Path(model_path)))
-        timestamp = int(time.time() * 1000)
-        metrics = [Metric(f"{prefix}{key}", float(value), timestamp, 0) for key, value in report.metrics().items()
-                   if math.isfinite(value)]
-        client.log_batch(run_id, metrics=metrics)
-        with tempfile.TemporaryDirectory() as scratch:
-            paths = files if files is not None else write_report(report, scratch)
-            for path in paths.values():
-                client.log_artifact(run_id, os.fspath(path), artifact_path)
-    except BaseException:
-        if created:
-            client.set_terminated(run_id, "FAILED")
-        raise
-    if created:
-        client.set_terminated(run_id)
-    return run_id
-
-
-def _model_tags(client: Any, experiment_id: str, tracking_uri: str, model_path: Path) -> list:
-    """The tags naming the scored model file and the training run that wrote it (see :func:`log_report_to_mlflow`)."""
-    from mlflow.entities import RunTag
-
-    sha256 = file_sha256(model_path)
-    shown = model_path.resolve()
-    if tracking_uri.startswith("sqlite:///"):
-        store = Path(tracking_uri[len("sqlite:///"):]).parent.resolve()
-        shown = shown.relative_to(store) if shown.is_relative_to(store) else shown
-    tags = {"model_path": shown.as_posix(), "model_sha256": sha256}
-    training = find_training_run(client, experiment_id, sha256)
-    if training is None:
-        logger.warning("no training run of this MLflow experiment wrote %s (sha256 %s); the evaluation run is not "
-                       "linked to one", model_path, sha256)
-        tags["mlflow.note.content"] = (f"Evaluation of {tags['model_path']} (sha256 {sha256}); no training run of "
-                                       "this experiment logged a model with these bytes.")
-    else:
-        tags.update({"training_run_id": training.info.run_id, "training_run_name": training.info.run_name or "",
-                     "mlflow.parentRunId": training.info.run_id})
-        tags["mlflow.note.content"] = (f"Evaluation of {tags['model_path']} (sha256 {sha256}), the model written by "
-                                       f"training run {training.info.run_name} ({training.info.run_id}).")
-    return [RunTag(key, value) for key, value in tags.items()]
 
 
 class InpaintingEvaluation:

@@ -6,7 +6,7 @@ Intensities: patches and radiographs stay in [0, 1] (the data contract); the gen
 function here takes and returns [0, 1].
 
 - :func:`inpaint_patches`: ``(B, C, P, P)`` patches -> the same patches with the centre predicted by the generator
-  from the masked context (masked exactly as in training, by :class:`cxr_monai.transforms.CenterHole`).
+  from the masked context (masked exactly as in training, by :class:`cxr_monai.apps.inpainting.CenterHole`).
 - :class:`AnomalyHeatmapInferer`: slides ``P`` px windows over the lung boxes of a whole radiograph, inpaints the
   centre of each and averages ``|original - inpainted|`` per pixel over the windows whose centre covers it.
 - :class:`InpaintingInference`: the runner of the bundle's ``inference.json``, writing patch PNGs, a grid per image,
@@ -19,8 +19,7 @@ import contextlib
 import csv
 import logging
 import os
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,29 +30,36 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer
 from monai.networks import eval_mode
 
-from cxr_monai.data.robust import SkipLog, SkippedImage, data_error, skipped_image
-from cxr_monai.io import SUFFIXES
+from cxr_monai.apps.inpainting.holes import CONTEXT_MEAN, CenterHole
+from cxr_monai.data.robust import SkipLog
+from cxr_monai.engines.images import iterate_images, stack_patches
 from cxr_monai.metrics import image_anomaly_score
-from cxr_monai.transforms import CONTEXT_MEAN, CenterHole, as_box_array, source_name
+from cxr_monai.transforms import (
+    as_box_array,
+    from_network_range,
+    source_name,
+    to_network_range,
+)
 from cxr_monai.utils import as_bool
-from cxr_monai.visualize import difference_map, heatmap_overlay, inpainting_grid, save_png
+from cxr_monai.visualize import (
+    difference_map,
+    heatmap_overlay,
+    inpainting_grid,
+    save_png,
+)
 
 __all__ = [
     "AnomalyHeatmap",
     "AnomalyHeatmapInferer",
+    "InpaintingGrid",
     "InpaintingInference",
     "NoWindowError",
-    "PreprocessedImage",
-    "from_network_range",
     "inpaint_centres",
     "inpaint_patches",
-    "iterate_images",
+    "lung_image_score",
     "lung_window_starts",
     "mask_patches",
-    "output_stem",
     "paste_centres",
-    "stack_patches",
-    "to_network_range",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,24 +70,6 @@ Generator = Callable[[torch.Tensor], torch.Tensor]
 
 class NoWindowError(ValueError):
     """No lung box of an image can hold a whole inference window; the message names the file and the boxes."""
-
-
-def to_network_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] intensities -> the generator's [-1, 1].
-
-    >>> to_network_range(torch.tensor([0.0, 0.5, 1.0])).tolist()
-    [-1.0, 0.0, 1.0]
-    """
-    return x * 2.0 - 1.0
-
-
-def from_network_range(y: torch.Tensor) -> torch.Tensor:
-    """The generator's [-1, 1] (tanh) -> [0, 1], clipped so rounding under AMP never leaves the range.
-
-    >>> from_network_range(torch.tensor([-1.0, 0.0, 1.0])).tolist()
-    [0.0, 0.5, 1.0]
-    """
-    return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -112,7 +100,7 @@ def mask_patches(
 ) -> torch.Tensor:
     """Patches ``(B, C, P, P)`` in [0, 1] with the centre filled exactly as the training transform does.
 
-    This *is* :class:`cxr_monai.transforms.CenterHole`, applied once to a ``(B * C, P, P)`` view: the transform
+    This *is* :class:`cxr_monai.apps.inpainting.CenterHole`, applied once to a ``(B * C, P, P)`` view: the transform
     fills every leading index as a channel (a constant, or the mean of that channel's visible pixels for
     ``"context_mean"``), so each patch of the batch gets what it would get alone.
 
@@ -233,7 +221,7 @@ def inpaint_patches(
     """Inpainted patches ``(B, C, P, P)`` in [0, 1]: the originals with the centre predicted by ``generator``.
 
     Outside the centred ``hole_size`` square the result equals the input exactly. ``fill_value`` and ``overlap``
-    must be the ones the generator was trained with (see :class:`cxr_monai.transforms.CenterHole`); the other
+    must be the ones the generator was trained with (see :class:`cxr_monai.apps.inpainting.CenterHole`); the other
     arguments as :func:`inpaint_centres`.
 
     Example::
@@ -419,101 +407,33 @@ def lung_image_score(heatmap: torch.Tensor, lung_mask: Any | None = None, quanti
     return image_anomaly_score(heatmap, region, quantile), "lung mask"
 
 
-def output_stem(path: str | os.PathLike) -> str:
-    """Name for output files: the image file name without its image suffix (``.png``, ``.dcm``, ...).
+class InpaintingGrid:
+    """The grid :class:`~cxr_monai.handlers.ImageGridSaver` writes for a context encoder: rows original | masked |
+    inpainted | 2×|difference|, each labelled on its left (:func:`~cxr_monai.visualize.inpainting_grid`, the layout
+    of seed 001 Fig. 4). ``hole_size``, ``fill_value`` and ``overlap`` must match training.
 
-    Only a known image suffix is removed, so a DICOM named by its UID without a suffix keeps every dot.
+    Example::
 
-    >>> output_stem("/data/images/00000003_000.png"), output_stem("/dicom/1.2.840.113619.2.55.3")
-    ('00000003_000', '1.2.840.113619.2.55.3')
+        ImageGridSaver(val_dataset, "runs/ce/grids", grid=InpaintingGrid(generator, fill_value=0.5)).attach(trainer)
     """
-    name = Path(os.fspath(path)).name
-    suffix = Path(name).suffix
-    return name[: -len(suffix)] if suffix.lower() in SUFFIXES else name
 
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        hole_size: int = 64,
+        fill_value: float | str = CONTEXT_MEAN,
+        overlap: int = 0,
+        image_key: str = "image",
+    ) -> None:
+        self.network = network
+        self.hole = {"hole_size": hole_size, "fill_value": fill_value, "overlap": overlap}
+        self.image_key = image_key
 
-class PreprocessedImage(NamedTuple):
-    """One datalist entry after :func:`iterate_images`."""
-
-    index: int  #: position in the datalist
-    stem: str  #: output name (see :func:`iterate_images`)
-    data: Mapping[str, Any]  #: the preprocessed sample (``image``, ``lung_boxes``, ...)
-    patches: list[Mapping[str, Any]]  #: the patch transform's samples; empty without a patch transform
-
-
-def iterate_images(
-    datalist: Sequence[Mapping[str, Any]],
-    preprocessing: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-    patch_transform: Callable[[Mapping[str, Any]], Any] | None = None,
-    seed: int = 0,
-    max_images: int | None = None,
-    image_key: str = "image",
-    skip_log: SkipLog | None = None,
-    stage: str = "images",
-) -> Iterator[PreprocessedImage]:
-    """Preprocess the first ``max_images`` entries of a datalist one at a time, and cut their patches.
-
-    Each image is decoded once: ``preprocessing(entry)``, then ``patch_transform`` on the result (a multi-sample
-    transform's list, or a single dict). A random patch transform (anything with ``set_random_state``, e.g. a
-    ``Compose`` holding :class:`~cxr_monai.transforms.RandLungPatchd`) is reseeded with ``seed + index`` before
-    each image, so an image's patches do not depend on ``max_images`` or on the images before it.
-
-    With a ``skip_log``, an image whose preprocessing or patches fail on the data (an unreadable file, an image the
-    patch sampler cannot use: :func:`~cxr_monai.data.robust.data_error`; or a
-    :class:`~cxr_monai.data.robust.SkippedImage` from a :class:`~cxr_monai.data.robust.SkippingCompose`) is skipped
-    and recorded there as ``stage`` (logged, written to its CSV; :class:`~cxr_monai.data.robust.TooManySkippedError`
-    once more than its fraction of the entries are); without one, such an error propagates.
-
-    Stems come from :func:`output_stem` of the entry's image path; a stem seen before gets ``-2``, ``-3``, ...
-    appended (with a warning), so outputs of same-named files in different folders do not overwrite each other.
-    """
-    entries = list(datalist)[: None if max_images is None else max(int(max_images), 0)]
-    seen: Counter[str] = Counter()
-    for index, entry in enumerate(entries):
-        if image_key not in entry:
-            raise KeyError(f"datalist entry {index} has no '{image_key}' (keys: {sorted(entry)}).")
-        try:
-            data = _usable(preprocessing(dict(entry)))
-            patches: list[Mapping[str, Any]] = []
-            if patch_transform is not None:
-                if hasattr(patch_transform, "set_random_state"):
-                    patch_transform.set_random_state(seed=seed + index)
-                samples = _usable(patch_transform(data))
-                patches = [samples] if isinstance(samples, Mapping) else list(samples)
-        except Exception as error:
-            if skip_log is None or data_error(error) is None:
-                raise
-            skip_log.add(stage, error.record if isinstance(error, _Skipped) else skipped_image(entry, error, image_key),
-                         len(entries))
-            continue
-        stem = output_stem(entry[image_key])
-        seen[stem] += 1
-        if seen[stem] > 1:
-            logger.warning("%s: another image has the stem %r; writing its outputs as %r",
-                           entry[image_key], stem, f"{stem}-{seen[stem]}")
-            stem = f"{stem}-{seen[stem]}"
-        yield PreprocessedImage(index, stem, data, patches)
-
-
-class _Skipped(ValueError):
-    """A :class:`~cxr_monai.data.robust.SkippedImage` a transform returned, raised as the data error it stands for."""
-
-    def __init__(self, record: SkippedImage) -> None:
-        super().__init__(f"{record.image}: {record.reason}")
-        self.record = record
-
-
-def _usable(result: Any) -> Any:
-    if isinstance(result, SkippedImage):
-        raise _Skipped(result)
-    return result
-
-
-def stack_patches(samples: Sequence[Mapping[str, Any]], key: str = "image") -> torch.Tensor:
-    """``(N, C, P, P)`` float32 CPU tensor of ``sample[key]`` for each of the (one or more) samples, meta dropped."""
-    if not samples:
-        raise ValueError("no patch samples to stack.")
-    return torch.stack([_plain(sample[key]).detach().float().cpu() for sample in samples])
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        patches = torch.stack([_plain(sample[self.image_key]).float() for sample in samples])
+        network = getattr(self.network, "module", self.network)
+        inpainted = inpaint_patches(network, patches, **self.hole)
+        return inpainting_grid(patches, mask_patches(patches, **self.hole), inpainted)
 
 
 _INDEX_FIELDS = ("image", "kind", "patch", "path", "note")

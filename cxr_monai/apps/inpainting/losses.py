@@ -1,21 +1,19 @@
-"""Context-encoder losses (seed 001, §3.2 and §3.4): border-weighted L2, adversarial BCE, joint loss, diagnostics."""
+"""Context-encoder losses (seed 001, §3.2 and §3.4): the border-weighted L2 and the joint L2 + adversarial loss."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-from cxr_monai.transforms.holes import border_weight_map
+from cxr_monai.apps.inpainting.holes import border_weight_map
+from cxr_monai.losses.adversarial import AdversarialBCELoss
 
 __all__ = [
-    "AdversarialBCELoss",
     "BorderWeightedL2Loss",
     "ContextEncoderLoss",
     "ContextEncoderLossOutput",
-    "gan_diagnostics",
 ]
 
 
@@ -99,42 +97,6 @@ class BorderWeightedL2Loss(_Loss):
         return weighted
 
 
-class AdversarialBCELoss(_Loss):
-    """Binary cross-entropy of discriminator logits against "real" (1) or "inpainted" (0) for every sample.
-
-    Works on logits (``F.binary_cross_entropy_with_logits``), which is stable and autocast-safe. MONAI's
-    ``PatchAdversarialLoss(criterion="bce")`` applies a sigmoid and ``BCELoss`` instead, which autocast
-    rejects, hence this class.
-
-    The generator term is the non-saturating ``BCE(D(G(z)), real)`` that Pathak's code (and DCGAN) use in
-    place of minimising ``log(1 - D(G(z)))`` from eq. 2-3; the discriminator term is
-    ``BCE(D(x), real) + BCE(D(G(z)), inpainted)``, summed as in Pathak's ``errD = errD_real + errD_fake``.
-
-    Example::
-
-        >>> adv = AdversarialBCELoss()
-        >>> adv.discriminator_loss(torch.zeros(4, 1), torch.zeros(4, 1))  # D says 0.5 to everything: 2 log 2
-        tensor(1.3863)
-    """
-
-    def __init__(self, reduction: str = "mean") -> None:
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none' (got {reduction!r}).")
-        super().__init__(reduction=reduction)
-
-    def forward(self, input: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        target = torch.full_like(input, 1.0 if target_is_real else 0.0)
-        return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
-
-    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        """Generator term: inpainted centres should be scored real."""
-        return self(fake_logits, target_is_real=True)
-
-    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        """Discriminator term; pass ``fake_logits`` from a detached generator output."""
-        return self(real_logits, target_is_real=True) + self(fake_logits, target_is_real=False)
-
-
 class ContextEncoderLossOutput(NamedTuple):
     """Joint generator loss and its unweighted parts."""
 
@@ -191,26 +153,3 @@ class ContextEncoderLoss(torch.nn.Module):
         else:
             adversarial = self.adversarial_loss.generator_loss(fake_logits)
         return ContextEncoderLossOutput(self.lambda_l2 * l2 + self.lambda_adv * adversarial, l2, adversarial)
-
-
-@torch.no_grad()
-def gan_diagnostics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Training diagnostics of §3.2.3 from discriminator logits, as detached scalars.
-
-    - ``minimax_value``: ``V(G, D) = mean log D(x) + mean log(1 - D(G(z)))`` (eq. 2), computed with
-      ``logsigmoid`` (``log(1 - sigmoid(l)) = logsigmoid(-l)``) so saturated logits give large negative
-      values, not ``-inf``. It is ``-log 4`` when D answers 0.5 everywhere; lower means D is winning.
-    - ``d_real``: mean ``D(x)``, the probability given to real centres.
-    - ``d_fake``: mean ``D(G(z))``, the probability given to inpainted centres.
-
-    Example::
-
-        >>> gan_diagnostics(torch.zeros(4, 1), torch.zeros(4, 1))["minimax_value"]  # -log 4
-        tensor(-1.3863)
-    """
-    real_logits, fake_logits = real_logits.float(), fake_logits.float()
-    return {
-        "minimax_value": F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean(),
-        "d_real": torch.sigmoid(real_logits).mean(),
-        "d_fake": torch.sigmoid(fake_logits).mean(),
-    }

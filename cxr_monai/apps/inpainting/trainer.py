@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import torch
@@ -26,63 +24,29 @@ from monai.engines.utils import IterationEvents
 from monai.utils import AdversarialKeys, CommonKeys
 from torch.optim import Optimizer
 
-from cxr_monai.engines.inpainting import to_network_range
-from cxr_monai.losses import AdversarialBCELoss, ContextEncoderLoss, gan_diagnostics
+from cxr_monai.apps.inpainting.losses import ContextEncoderLoss
+from cxr_monai.engines import GanPhase, GanSchedule
+from cxr_monai.handlers import finite_scalars
+from cxr_monai.losses import AdversarialBCELoss, gan_diagnostics
+from cxr_monai.transforms.intensity import to_network_range
 
-__all__ = ["GanPhase", "GanSchedule", "InpaintingBatch", "ContextEncoderTrainer"]
+__all__ = ["CONTEXT_ENCODER_SCALARS", "PHASE_CODES", "ContextEncoderTrainer", "InpaintingBatch", "context_encoder_scalars"]
+
+#: the per-iteration numbers of :class:`ContextEncoderTrainer` worth a curve in MLflow
+CONTEXT_ENCODER_SCALARS = ("loss", "g_loss", "d_loss", "l2", "g_adv", "minimax_value", "d_real", "d_fake", "phase")
+
+#: the metric ``phase``: the trainer's :class:`~cxr_monai.engines.GanPhase` as a number
+PHASE_CODES = {phase.value: float(code) for code, phase in enumerate(GanPhase)}
 
 
-class GanPhase(str, Enum):
-    G_L2 = "g_l2"  # generator trained with the reconstruction loss only
-    D_ONLY = "d_only"  # generator frozen, discriminator learns real vs inpainted
-    JOINT = "joint"  # both, generator with the joint loss
+def context_encoder_scalars(output: Mapping[str, Any]) -> dict[str, float]:
+    """:data:`CONTEXT_ENCODER_SCALARS` of a trainer output that are finite, the phase as its :data:`PHASE_CODES` number.
 
-
-@dataclass(frozen=True)
-class GanSchedule:
-    """Which network trains when.
-
-    Args:
-        g_l2_epochs: first epochs in which only G trains, with the L2 loss alone (paper: 2).
-        d_only_epochs: following epochs in which only D trains (paper: 4); joint training afterwards.
-        g_every: in the joint phase, update G only every ``g_every`` iterations (paper §4.1: 2, "freezing the
-            generator once every two iterations").
-        d_every: in the joint and D-only phases, update D only every ``d_every`` iterations.
-
-    Example::
-
-        >>> s = GanSchedule(g_l2_epochs=2, d_only_epochs=4, g_every=2)
-        >>> s.phase(epoch=1), s.phase(epoch=3), s.phase(epoch=7)
-        (<GanPhase.G_L2: 'g_l2'>, <GanPhase.D_ONLY: 'd_only'>, <GanPhase.JOINT: 'joint'>)
-        >>> s.updates(epoch=7, iteration=1), s.updates(epoch=7, iteration=2)
-        ((False, True), (True, True))
+    >>> context_encoder_scalars({"loss": 0.5, "d_loss": float("nan"), "phase": "joint"})
+    {'loss': 0.5, 'phase': 2.0}
     """
+    return finite_scalars(output, CONTEXT_ENCODER_SCALARS, {"phase": PHASE_CODES})
 
-    g_l2_epochs: int = 2
-    d_only_epochs: int = 4
-    g_every: int = 1
-    d_every: int = 1
-
-    def __post_init__(self) -> None:
-        if self.g_l2_epochs < 0 or self.d_only_epochs < 0:
-            raise ValueError(f"phase lengths must be >= 0, got {self.g_l2_epochs}, {self.d_only_epochs}")
-        if self.g_every < 1 or self.d_every < 1:
-            raise ValueError(f"g_every and d_every must be >= 1, got {self.g_every}, {self.d_every}")
-
-    def phase(self, epoch: int) -> GanPhase:
-        """Phase of a 1-based ``epoch``."""
-        if epoch <= self.g_l2_epochs:
-            return GanPhase.G_L2
-        if epoch <= self.g_l2_epochs + self.d_only_epochs:
-            return GanPhase.D_ONLY
-        return GanPhase.JOINT
-
-    def updates(self, epoch: int, iteration: int) -> tuple[bool, bool]:
-        """``(update_g, update_d)`` for a 1-based epoch and 1-based global iteration."""
-        phase = self.phase(epoch)
-        update_g = phase is GanPhase.G_L2 or (phase is GanPhase.JOINT and iteration % self.g_every == 0)
-        update_d = phase is not GanPhase.G_L2 and iteration % self.d_every == 0
-        return update_g, update_d
 
 
 class InpaintingBatch:
@@ -91,7 +55,7 @@ class InpaintingBatch:
 
     The transforms keep intensities in [0, 1] (docs/data_contract.md); with ``network_range=True`` the masked
     patch and the target are mapped to the generator's [-1, 1] here, once per batch, by the same
-    :func:`~cxr_monai.engines.inpainting.to_network_range` that inference uses.
+    :func:`~cxr_monai.transforms.intensity.to_network_range` that inference uses.
 
     Example::
 
@@ -147,7 +111,7 @@ class ContextEncoderTrainer(AdversarialTrainer):
 
     Args:
         g_loss_function: the joint generator loss (λ_L2 · border-weighted L2 + λ_adv · adversarial);
-            defaults to :class:`cxr_monai.losses.ContextEncoderLoss` with the paper's 0.998 / 0.002.
+            defaults to :class:`cxr_monai.apps.inpainting.ContextEncoderLoss` with the paper's 0.998 / 0.002.
         d_loss_function: :class:`cxr_monai.losses.AdversarialBCELoss` (BCE on logits).
         schedule: the :class:`GanSchedule`.
         amp: mixed precision on the engine's device: ``torch.autocast(device.type, **amp_kwargs)`` around the

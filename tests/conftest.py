@@ -1,0 +1,161 @@
+"""Fixtures shared by the test modules: phantom data sets, the real data under ``../shared/data`` and bundle runs.
+
+- ``bundle_phantoms`` (24 images at 256 px) and ``phantom_datalist`` (4 images at 256 px) are generated once per
+  session, whichever module asks first; tests must not write into them (copy them first, as the bad-image test does).
+- ``shared_data`` / ``shared_path`` skip a test, with the path in the reason, where ``../shared/data`` (or the
+  part of it a test reads) is absent: a user's checkout has no ``shared/``.
+- ``bundle_command`` builds ``python -m monai.bundle <subcommand> ...`` arguments as a user types them, and
+  ``run_bundle`` runs them with a timeout, failing with the tail of the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO / "bundles"
+# as every module located it before: the folder next to the repository, absent from a user's checkout
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TAIL_LINES = 40
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phantoms
+
+
+@pytest.fixture(scope="session")
+def bundle_phantoms(tmp_path_factory) -> Path:
+    """24 phantoms at 256 px (seed 0, 30 % abnormal) with ``datalist.json``: the data of the bundle runs."""
+    from cxr_monai.data import generate_phantoms  # imported here: a conftest import error would stop every module
+
+    out = tmp_path_factory.mktemp("bundle_phantoms")
+    generate_phantoms(out, num_images=24, size=256, seed=0, abnormal_fraction=0.3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_datalist(tmp_path_factory) -> Path:
+    """``datalist.json`` of 4 phantoms at 256 px (seed 3): 2 healthy test images, 2 abnormal."""
+    from cxr_monai.data import generate_phantoms
+
+    root = tmp_path_factory.mktemp("phantom_datalist")
+    generate_phantoms(root, num_images=4, size=256, seed=3, abnormal_fraction=0.5)
+    return root / "datalist.json"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# real data under ../shared/data
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; the test is skipped where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not found (../shared/data is not part of a user checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_path() -> Callable[..., Path]:
+    """``shared_path("real-samples", "siim")``: that path under ``../shared/data``, or a skip where it is absent."""
+
+    def find(*parts: str) -> Path:
+        path = SHARED_DATA.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"{path} not found (../shared/data is not part of a user checkout)")
+        return path
+
+    return find
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bundle commands
+
+
+def _bundle_root(bundle: str | os.PathLike) -> Path:
+    root = Path(bundle)
+    return root if root.is_absolute() else BUNDLES_DIR / root
+
+
+def _cli_value(value: Any) -> str:
+    """An override as the command line carries it: paths as they are, everything else as JSON (Fire parses it)."""
+    return str(value) if isinstance(value, os.PathLike) else json.dumps(value)
+
+
+def _bundle_command(bundle: str | os.PathLike, configs: Sequence[str | os.PathLike], subcommand: str = "run",
+                    **overrides: Any) -> list[str]:
+    """``-m monai.bundle <subcommand> --config_file "[...]" --meta_file ... --bundle_root ... --key value ...``.
+
+    ``bundle`` is a folder name under ``bundles/`` (or a path); ``configs`` are file names under its ``configs/``
+    (or paths), merged in order. ``run`` also gets the bundle's ``logging.conf`` where it has one. Overrides
+    whose value is ``None`` are left out. The list starts at ``-m``: prepend ``sys.executable`` or a launcher.
+    """
+    root = _bundle_root(bundle)
+    files = [str(Path(name) if Path(name).is_absolute() else root / "configs" / name) for name in configs]
+    command = ["-m", "monai.bundle", subcommand, "--config_file", json.dumps(files),
+               "--meta_file", str(root / "configs" / "metadata.json")]
+    if subcommand == "run" and (root / "configs" / "logging.conf").is_file():
+        command += ["--logging_file", str(root / "configs" / "logging.conf")]
+    command += ["--bundle_root", str(root)]
+    for key, value in overrides.items():
+        if value is not None:
+            command += [f"--{key}", _cli_value(value)]
+    return command
+
+
+def _tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _run_bundle(args: Sequence[str | os.PathLike], log: Path | None = None, *, launcher: Sequence[str] | None = None,
+                timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """Run ``[launcher or sys.executable, *args]`` in the repository root and return the CompletedProcess.
+
+    With ``log``, stdout and stderr go to that file together (``stdout`` and ``stderr`` of the result are None);
+    without, both are captured as text. ``check``: a non-zero exit fails the test with the last lines of the
+    output (stderr, or the log), which are also printed. On ``timeout`` the whole process group is killed (the
+    workers of ``torchrun`` included) and the test fails with the same tail.
+    """
+    command = [*(launcher or [sys.executable]), *map(str, args)]
+    with open(log, "w") if log is not None else contextlib.nullcontext() as handle:
+        process = subprocess.Popen(command, cwd=REPO, env=env, text=True, start_new_session=True,
+                                   stdout=handle or subprocess.PIPE,
+                                   stderr=subprocess.STDOUT if handle else subprocess.PIPE)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            timed_out = True
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    if timed_out or (check and result.returncode != 0):
+        output = log.read_text(errors="replace") if log is not None else (stderr or "") or (stdout or "")
+        what = f"timed out after {timeout:g} s" if timed_out else f"exited with {result.returncode}"
+        message = f"{' '.join(command[1:4])} ... {what}; last lines of its output:\n{_tail(output)}"
+        print(message, file=sys.stderr)
+        pytest.fail(message, pytrace=False)
+    return result
+
+
+@pytest.fixture(scope="session")
+def bundle_command() -> Callable[..., list[str]]:
+    """``bundle_command(bundle, configs, subcommand="run", **overrides)``: the arguments after the interpreter."""
+    return _bundle_command
+
+
+@pytest.fixture(scope="session")
+def run_bundle() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_bundle(args, log=None, *, launcher=None, timeout=600, check=True)``: see ``_run_bundle``."""
+    return _run_bundle
