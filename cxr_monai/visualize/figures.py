@@ -1,4 +1,4 @@
-"""Difference maps, inpainting grids and heatmap overlays, written as plain PNGs."""
+"""Difference maps, inpainting grids, heatmap and mask overlays, labelled figure rows, written as plain PNGs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["difference_map", "inpainting_grid", "heatmap_overlay", "save_png", "to_uint8"]
+__all__ = [
+    "difference_map",
+    "heatmap_overlay",
+    "inpainting_grid",
+    "labelled_row",
+    "mask_overlay",
+    "save_png",
+    "stack_rows",
+    "to_uint8",
+]
 
 
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -131,3 +140,68 @@ def save_png(image: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
         array = array[0]
     Image.fromarray(array).save(path)
     return path
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a boolean mask (foreground pixels with a background 4-neighbour)."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def mask_overlay(
+    image: np.ndarray | torch.Tensor,
+    masks: Sequence[np.ndarray | torch.Tensor],
+    colours: Sequence[tuple[int, int, int]] = ((255, 64, 64), (64, 255, 64)),
+    fill: float = 0.25,
+    thickness: int = 2,
+) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` of a grey ``image`` (``(H, W)`` or ``(1, H, W)`` in [0, 1]) with each mask's outline
+    in its colour (default red, then green: prediction, then reference) and its area tinted by ``fill``.
+
+    Example::
+
+        >>> mask = np.zeros((8, 8), bool); mask[2:6, 2:6] = True
+        >>> mask_overlay(np.zeros((8, 8)), [mask], thickness=1)[2, 2].tolist()
+        [255, 64, 64]
+    """
+    from scipy import ndimage
+
+    grey = np.clip(_to_numpy(image).squeeze(), 0.0, 1.0)
+    rgb = np.repeat(grey[..., None] * 255.0, 3, axis=-1)
+    for mask, colour in zip(masks, colours):
+        binary = _to_numpy(mask).squeeze() > 0.5
+        if binary.shape != grey.shape:
+            raise ValueError(f"image {grey.shape} and mask {binary.shape} must have the same shape")
+        colour_array = np.asarray(colour, dtype=np.float32)
+        rgb[binary] = (1.0 - fill) * rgb[binary] + fill * colour_array
+        edge = _outline(binary)
+        if thickness > 1:
+            edge = ndimage.binary_dilation(edge, iterations=thickness - 1) & binary
+        rgb[edge] = colour_array
+    return (rgb + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def labelled_row(tiles: Sequence[np.ndarray], label: str, pad: int = 2) -> np.ndarray:
+    """RGB uint8 tiles of one height side by side, with ``label`` in a white column on the left."""
+    from PIL import ImageDraw, ImageFont
+
+    height = max(tile.shape[0] for tile in tiles)
+    rgb_tiles = []
+    for tile in tiles:
+        tile = tile if tile.ndim == 3 else np.repeat(to_uint8(tile)[..., None], 3, axis=-1)
+        tile = np.pad(tile, ((0, height - tile.shape[0]), (0, pad), (0, 0)), constant_values=255)
+        rgb_tiles.append(tile)
+    row = np.concatenate(rgb_tiles, axis=1)
+    font = ImageFont.load_default(size=int(np.clip(height // 12, 10, 24)))
+    width = max(80, int(font.getlength(max(label.split("\n"), key=len))) + 8)
+    column = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(column).multiline_text((4, 4), label, fill=(0, 0, 0), font=font)
+    return np.concatenate([np.asarray(column), row], axis=1)
+
+
+def stack_rows(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Rows of one figure (RGB uint8) stacked top to bottom, right-padded white to the widest."""
+    width = max(row.shape[1] for row in rows)
+    padded = [np.pad(row, ((0, pad), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    return np.concatenate(padded, axis=0)

@@ -1,0 +1,348 @@
+"""The MONAI bundle conventions, checked on every bundle under ``bundles/`` (issue #10).
+
+Each entry of ``BUNDLES`` describes one bundle; every test here runs once per entry:
+
+- fast: ``metadata.json`` against the vendored schema, ``verify_net_in_out`` with the quick-training configs,
+  ``ckpt_export`` of the network's weights to TorchScript that computes what the eager network computes;
+- slow (``-m slow``): a quick training SIGKILLed after its first checkpoint and resumed, which must end at the
+  same iteration as an uninterrupted run (its outputs are shared by the test of ``models/model.pt``), and the
+  multi-GPU config under ``torchrun`` with 2 processes on gloo.
+
+The slow runs of one bundle should stay within about 3 minutes on 2 busy CPU cores: pick ``tiny`` overrides that
+make an epoch a few iterations on small images. Bundle-specific assertions on the same runs go in ``checks``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "cxr_monai" / "schemas" / "bundle_metadata.schema.json"
+
+
+def phantom_data(root: Path) -> dict[str, Path]:
+    """The overrides pointing a bundle at a phantom folder from ``generate_phantoms``."""
+    return {"dataset_dir": root, "datalist": root / "datalist.json"}
+
+
+@dataclass
+class Run:
+    """What a bundle-specific check gets: the run's output folder, its log, the last checkpoint, the data."""
+
+    spec: BundleSpec
+    output_dir: Path
+    log: str
+    final: dict
+    data_dir: Path
+    overrides: dict
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """One bundle, as the tests here run it. Only ``name``, ``net_id`` and ``input_shape`` have no default."""
+
+    name: str  # the folder under bundles/
+    net_id: str  # the network in the configs: "network_def" (MONAI's default) or e.g. "generator_def"
+    input_shape: tuple[int, ...]  # (N, C, *spatial) of a random batch for the exported network, as in metadata.json
+    train_configs: tuple[str, ...] = ("train.json", "small.json")  # a quick training; also define the network
+    multi_gpu_configs: tuple[str, ...] = ("multi_gpu_train.json",)  # added after train_configs under torchrun
+    tiny: Mapping[str, Any] = field(default_factory=dict)  # overrides for every run here: small sizes, few iterations
+    resume: Mapping[str, Any] = field(default_factory=dict)  # more overrides for kill-and-resume (checkpoint_every...)
+    resume_iterations: int = 0  # the trainer's last iteration with tiny + resume
+    ddp: Mapping[str, Any] = field(default_factory=dict)  # more overrides for the torchrun run
+    ddp_iterations: int = 0  # the trainer's last iteration with tiny + ddp (per rank)
+    phantoms: str = "bundle_phantoms"  # the conftest fixture with the phantom folder
+    data: Callable[[Path], Mapping[str, Any]] = phantom_data  # that folder -> overrides (dataset_dir, datalist...)
+    verify_args: Mapping[str, Any] = field(default_factory=dict)  # p / n / any of verify_net_in_out, for symbolic shapes
+    key_in_ckpt: str = ""  # ckpt_export's key_in_ckpt: "" where models/model.pt is the network's state_dict
+    checkpoint_network_key: str = "network"  # the network's state_dict in checkpoints/checkpoint_<iteration>.pt
+    tracking: str | None = None  # a config under configs/ passed as --tracking (e.g. "mlflow.json"), or None
+    mlflow_experiment: str | None = None  # with tracking: the experiment in <output_dir>/mlruns.db
+    mlflow_metric: str = "loss"  # with tracking: a metric logged every iteration
+    checks: Mapping[str, Callable[[Run], None]] = field(default_factory=dict)  # "resume" / "ddp": extra assertions
+
+    @property
+    def root(self) -> Path:
+        return REPO / "bundles" / self.name
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def metadata(self) -> Path:
+        return self.configs / "metadata.json"
+
+
+def _mlflow_runs(output_dir: Path, experiment: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{output_dir / 'mlruns.db'}")
+    return client, client.search_runs(client.get_experiment_by_name(experiment).experiment_id)
+
+
+def _parser(spec: BundleSpec, **overrides):
+    """The quick-training configs of ``spec`` with its metadata and ``tiny``, parsed in this process."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(spec.configs / name) for name in spec.train_configs])
+    parser.read_meta(str(spec.metadata))
+    parser.update({"bundle_root": str(spec.root), **spec.tiny, **overrides})
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bundle-specific checks
+
+
+CONTEXT_ENCODER_TINY = {"working_size": 256, "max_epochs": 3, "g_l2_epochs": 1, "d_only_epochs": 1,
+                        "epoch_length": 4, "patches_per_image": 8, "val_patches_per_image": 2}
+
+
+def _context_encoder_validation_psnr(run: Run) -> float:
+    """The bundle's validation of ``models/model.pt`` (channels-last) in this process, as a single-GPU run does it."""
+    parser = _parser(run.spec, **{key: str(value) for key, value in run.spec.data(run.data_dir).items()},
+                     output_dir=str(run.output_dir / "models"))
+    generator = parser.get_parsed_content("generator")
+    generator.load_state_dict(torch.load(run.output_dir / "models" / "model.pt", weights_only=True))
+    generator.to(memory_format=torch.channels_last)  # as the torchrun run held it: the same float rounding
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    evaluator.run()
+    return evaluator.state.metrics["val_psnr"]
+
+
+def _context_encoder_ddp(run: Run) -> None:
+    client, runs = _mlflow_runs(run.output_dir, run.spec.mlflow_experiment)
+    assert "d_loss" in runs[0].data.metrics
+    assert {"g_scaler", "d_scaler"} <= set(run.final) and run.final["g_scaler"] != {}  # float16 AMP, scaled, DDP
+    # the logged validation is model.pt's: rank 0 validates the whole set with the weights it checkpoints. (Each
+    # rank's BatchNorm running statistics drift apart between DDP's buffer broadcasts, so splitting validation
+    # across ranks, as the model zoo's DistributedSampler pattern does, moved this PSNR by 4e-4 dB.)
+    last_val_psnr = client.get_metric_history(runs[0].info.run_id, "val_psnr")[-1].value
+    assert last_val_psnr == pytest.approx(_context_encoder_validation_psnr(run), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the bundles
+
+BUNDLES: list[BundleSpec] = [
+    BundleSpec(
+        name="context_encoder",
+        net_id="generator_def",
+        input_shape=(2, 1, 128, 128),
+        tiny=CONTEXT_ENCODER_TINY,  # 3 epochs (G-L2, D-only, joint) of 4 iterations
+        resume={"epoch_length": 6, "checkpoint_every": 2},
+        resume_iterations=18,
+        ddp={"epoch_length": 2, "channels_last": True, "use_amp": True},  # the CUDA defaults, on the CPU
+        ddp_iterations=6,
+        checkpoint_network_key="g_network",
+        tracking="mlflow.json",
+        mlflow_experiment="context_encoder",
+        mlflow_metric="l2",
+        checks={"ddp": _context_encoder_ddp},
+    ),
+    BundleSpec(
+        name="lung_segmentation",
+        net_id="network_def",
+        input_shape=(2, 1, 128, 128),  # any size the VGG16 U-Net takes; metadata.json's 512 is checked above
+        tiny={"image_size": 128, "width": 0.125, "max_epochs": 3},  # 9 training phantoms in batches of 4: 3 its
+        resume={"checkpoint_every": 2},
+        resume_iterations=9,
+        ddp_iterations=6,  # 2 per epoch under torchrun (5 images a rank)
+        checkpoint_network_key="network",
+        tracking="mlflow.json",
+        mlflow_experiment="lung_segmentation",
+        mlflow_metric="loss",
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=BUNDLES, ids=lambda spec: spec.name)
+def spec(request) -> BundleSpec:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def data_dir(spec, request) -> Path:
+    return request.getfixturevalue(spec.phantoms)
+
+
+def _train_command(bundle_command, spec: BundleSpec, configs, output_dir: Path, data_dir: Path, **overrides):
+    tracking = spec.configs / spec.tracking if spec.tracking else None
+    settings = {**spec.data(data_dir), "output_dir": output_dir, "tracking": tracking, **spec.tiny, **overrides}
+    return bundle_command(spec.name, configs, **settings)
+
+
+def _iteration(checkpoint: Path) -> int:
+    return int(checkpoint.stem.split("_")[1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fast
+
+
+def test_every_bundle_is_in_the_table():
+    present = {path.parent.parent.name for path in (REPO / "bundles").glob("*/configs/metadata.json")}
+    assert present <= {spec.name for spec in BUNDLES}, "add the new bundle to BUNDLES in this module"
+
+
+def test_the_shared_pieces_are_the_same_in_every_bundle():
+    """A bundle is self-contained (model-zoo layout), so what every bundle shares is copied, not imported: the
+    logging settings, the MLflow handler wiring and the multi-GPU process-group set-up. They must not drift."""
+    configs = [REPO / "bundles" / spec.name / "configs" for spec in BUNDLES]
+    assert len({(folder / "logging.conf").read_text() for folder in configs}) == 1
+    gpu = [json.loads((folder / "multi_gpu_train.json").read_text()) for folder in configs]
+    assert all(config["initialize"][:2] == gpu[0]["initialize"][:2] for config in gpu)
+    assert all(config["finalize"] == gpu[0]["finalize"] and config["train#trainer#train_handlers"]
+               == gpu[0]["train#trainer#train_handlers"] for config in gpu)
+    tracking = [json.loads((folder / "mlflow.json").read_text()) for folder in configs]
+    shared = ("tracking_uri", "run_name", "save_execute_config", "is_not_rank0")
+    assert all({key: config["configs"][key] for key in shared} == {key: tracking[0]["configs"][key] for key in shared}
+               for config in tracking)
+    assert all(config["handlers_id"] == tracking[0]["handlers_id"] for config in tracking)
+
+
+def test_metadata_matches_the_vendored_schema(spec):
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(spec.metadata), filepath=str(SCHEMA))  # raises on a mismatch
+
+
+def test_network_in_out_shapes_match_metadata(spec):
+    from monai.bundle import verify_net_in_out  # what `python -m monai.bundle verify_net_in_out` calls
+
+    verify_net_in_out(net_id=spec.net_id, meta_file=str(spec.metadata),
+                      config_file=[str(spec.configs / name) for name in spec.train_configs],
+                      bundle_root=str(spec.root), device="cpu", **spec.verify_args, **spec.tiny)
+
+
+def test_ckpt_export_gives_torchscript_that_computes_what_the_network_does(spec, tmp_path, bundle_command,
+                                                                              run_bundle):
+    torch.manual_seed(0)
+    network = _parser(spec).get_parsed_content(spec.net_id)
+    state = network.state_dict()
+    torch.save({spec.key_in_ckpt: state} if spec.key_in_ckpt else state, tmp_path / "model.pt")
+    exported = tmp_path / "model.ts"
+    run_bundle(bundle_command(spec.name, spec.train_configs, "ckpt_export", net_id=spec.net_id, filepath=exported,
+                              ckpt_file=tmp_path / "model.pt", key_in_ckpt=spec.key_in_ckpt or None, **spec.tiny),
+               tmp_path / "export.log", timeout=300)
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(str(exported), _extra_files=extra).eval()
+    stated = json.loads(spec.metadata.read_text())["network_data_format"]
+    assert json.loads(extra["metadata.json"])["network_data_format"] == stated
+    batch = torch.rand(spec.input_shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        expected, got = network.eval()(batch), scripted(batch)
+    torch.testing.assert_close(got, expected)  # the checkpoint's weights, not a fresh initialisation
+    assert got.shape[1] == stated["outputs"][next(iter(stated["outputs"]))]["num_channels"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# slow: a killed and resumed quick training, shared by the tests of its outputs, and torchrun
+
+
+@pytest.fixture(scope="module")
+def resumed_run(spec, data_dir, tmp_path_factory, bundle_command, run_bundle) -> dict:
+    """A quick training SIGKILLed once its first checkpoint is on disk, then the same command again."""
+    work = tmp_path_factory.mktemp(f"resume_{spec.name}")
+    out = work / "run"
+    command = _train_command(bundle_command, spec, spec.train_configs, out, data_dir, **spec.resume)
+    with open(work / "killed.log", "w") as log:
+        process = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                   start_new_session=True)
+        deadline = time.monotonic() + 300
+        from cxr_monai.handlers import latest_checkpoint
+
+        while latest_checkpoint(out / "checkpoints") is None and process.poll() is None:
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                pytest.fail("no checkpoint within 5 minutes")
+            time.sleep(0.05)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    first = latest_checkpoint(out / "checkpoints")
+    killed = {"returncode": process.returncode, "at": _iteration(first) if first else None,
+              "log": (work / "killed.log").read_text(errors="replace")}
+    run_bundle(command, work / "resumed.log", timeout=600)
+    return {"out": out, "killed": killed, "log": (work / "resumed.log").read_text(errors="replace"),
+            "settings": {**spec.tiny, **spec.resume}}
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_finishes_the_same_iterations(spec, data_dir, resumed_run):
+    from cxr_monai.handlers import latest_checkpoint
+
+    out, killed = resumed_run["out"], resumed_run["killed"]
+    assert killed["returncode"] == -signal.SIGKILL, "the run ended before it could be killed:\n" + killed["log"][-3000:]
+    killed_at = killed["at"]
+    assert 0 < killed_at < spec.resume_iterations
+    assert f"checkpoint_{killed_at}.pt at iteration {killed_at}" in resumed_run["log"]
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
+    assert final["engine"]["iteration"] == spec.resume_iterations
+    assert final["engine"]["max_epochs"] == resumed_run["settings"]["max_epochs"]
+    if spec.tracking:
+        client, runs = _mlflow_runs(out, spec.mlflow_experiment)
+        assert len(runs) == 1  # the resumed process continued the killed one's MLflow run
+        steps = {metric.step for metric in client.get_metric_history(runs[0].info.run_id, spec.mlflow_metric)}
+        assert set(range(killed_at + 1, spec.resume_iterations + 1)) <= steps
+    if "resume" in spec.checks:
+        spec.checks["resume"](Run(spec, out, resumed_run["log"], final, data_dir, resumed_run["settings"]))
+
+
+@pytest.mark.slow
+def test_model_pt_is_the_last_checkpoints_network(spec, resumed_run):
+    from cxr_monai.handlers import latest_checkpoint
+
+    out = resumed_run["out"]
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)[spec.checkpoint_network_key]
+    written = torch.load(out / "models" / "model.pt", weights_only=True)
+    written = written[spec.key_in_ckpt] if spec.key_in_ckpt else written
+    assert set(written) == set(final) and all(torch.equal(written[key], final[key]) for key in final)
+    network = _parser(spec).get_parsed_content(spec.net_id)
+    network.load_state_dict(written, strict=True)  # what ckpt_export and inference load
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(spec, data_dir, tmp_path, bundle_command, run_bundle):
+    from cxr_monai.handlers import latest_checkpoint
+
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    args = _train_command(bundle_command, spec, [*spec.train_configs, *spec.multi_gpu_configs], out, data_dir,
+                          **spec.ddp)
+    assert args[0] == "-m"
+    run_bundle(args[1:], tmp_path / "ddp.log", launcher=[*torchrun, "-m"], timeout=600)
+    log = (tmp_path / "ddp.log").read_text(errors="replace")
+    final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
+    assert final["engine"]["iteration"] == spec.ddp_iterations
+    assert not any(key.startswith("module.") for key in final[spec.checkpoint_network_key])  # DDP unwrapped
+    assert log.count("Engine run finished") >= 2  # both ranks trained
+    assert "Grad strides do not match bucket view strides" not in log  # channels-last before DDP, where used
+    if spec.tracking:
+        _, runs = _mlflow_runs(out, spec.mlflow_experiment)
+        assert len(runs) == 1 and spec.mlflow_metric in runs[0].data.metrics  # one run for both ranks
+    if "ddp" in spec.checks:
+        spec.checks["ddp"](Run(spec, out, log, final, data_dir, {**spec.tiny, **spec.ddp}))
