@@ -749,7 +749,7 @@ def build_jsrt_datalist(
     split_of = _split(cases, val_fraction, test_fraction, seed)
 
     image_keys = {case.patient for case in cases}
-    for side, index in side_masks.items():
+    for index in side_masks.values():
         for key, paths in sorted(index.items()):
             if key not in image_keys:
                 for rel_path in paths:
