@@ -674,3 +674,30 @@ def test_box_centred_patches_move_onto_the_lesion():
     far = {**data, "boxes": [[100, 100, 200, 200]], "box_labels": ["x"]}
     assert BoxCenteredPatchd(keys="image", box_key="boxes", lesion_mask_key="lesion_mask")(far)[0][
         "patch_center"].tolist() == [150, 150]
+
+
+def test_working_resolution_is_invertible_for_images_masks_boxes_and_predictions():
+    from monai.transforms import Compose, Invertd
+
+    image = MetaTensor(torch.rand(1, 300, 200), meta={"filename_or_obj": "a.dcm", "pixel_spacing": (0.2, 0.2)})
+    mask = MetaTensor(torch.zeros(1, 300, 200), meta={"filename_or_obj": "a_mask.png"})
+    mask[:, 60:240, 40:160] = 1
+    resize = ResizeToWorkingResolutiond(["image", "lung_mask"], mode=["bilinear", "nearest-exact"],
+                                        box_keys="boxes", longest_side=150)
+    data = resize({"image": image, "lung_mask": mask, "boxes": [[40, 60, 160, 240]]})
+    assert data["image"].shape == (1, 150, 100) and np.allclose(data["image"].meta["pixel_spacing"], (0.4, 0.4))
+    back = resize.inverse(data)
+    assert back["image"].shape == (1, 300, 200) and back["lung_mask"].shape == (1, 300, 200)
+    assert set(back["lung_mask"].unique().tolist()) == {0.0, 1.0} and torch.equal(back["lung_mask"], mask)
+    assert np.allclose(back["boxes"], [[40, 60, 160, 240]]) and np.allclose(back["image"].meta["pixel_spacing"], 0.2)
+    assert not back["image"].applied_operations and "working_scale" not in back["image"].meta
+    # a network output on the working grid goes back to the loaded grid through Invertd, as the bundles do it
+    preprocessing = Compose([resize])
+    data = preprocessing({"image": image, "lung_mask": mask})
+    data["pred"] = MetaTensor(data["lung_mask"].clone(), meta=dict(data["image"].meta))
+    data["pred"].applied_operations = []
+    inverted = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=True)(data)
+    assert inverted["pred"].shape == (1, 300, 200) and torch.equal(inverted["pred"].as_tensor(), mask.as_tensor())
+    # already at working size: one trace entry all the same, and the inverse is the identity
+    same = ResizeToWorkingResolution(longest_side=300)(image)
+    assert len(same.applied_operations) == 1 and torch.equal(ResizeToWorkingResolution().inverse(same), image)

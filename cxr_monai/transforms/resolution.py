@@ -7,8 +7,11 @@ gives ``pixel_spacing``, to that pixel spacing in mm. Images without ``pixel_spa
 public datasets) fall back to the longest-side rule, so one pipeline serves DICOM and PNG sources.
 
 The resize itself is MONAI's :class:`monai.transforms.Resize` (area averaging when downsampling, bilinear
-when upsampling; masks nearest-exact without smoothing), so the MetaTensor ``affine`` and the invertible
-trace are updated by MONAI. ``Spacing`` is not used because the CXR reader keeps the physical spacing in the
+when upsampling; masks nearest-exact without smoothing), so the MetaTensor ``affine`` is updated by MONAI. Both
+transforms are invertible (``Invertd`` or ``.inverse``): the trace holds one entry per resize (also when the
+image was already at working size), and the inverse resizes back to the loaded size (nearest-exact for masks and
+predictions of mask keys, bilinear otherwise), restores ``pixel_spacing`` and, in the dictionary version, scales
+the boxes back. ``Spacing`` is not used because the CXR reader keeps the physical spacing in the
 ``pixel_spacing`` meta key rather than guaranteeing it in the affine.
 
 Meta after the resize: ``affine`` follows the new grid; ``pixel_spacing`` (when present) is the new spacing;
@@ -25,8 +28,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, get_track_meta
-from monai.transforms import MapTransform, Resize, Transform
-from monai.utils import convert_to_tensor, ensure_tuple, ensure_tuple_rep
+from monai.transforms import InvertibleTransform, MapTransform, Resize
+from monai.utils import TraceKeys, convert_to_tensor, ensure_tuple, ensure_tuple_rep
 
 from cxr_monai.transforms.utils import as_box_array, source_name, spatial_shape_2d
 
@@ -95,7 +98,7 @@ def scale_boxes(boxes: Any, src_shape: Sequence[int], dst_shape: Sequence[int]) 
     return as_box_array(boxes) * np.asarray([scale_x, scale_y, scale_x, scale_y], dtype=np.float32)
 
 
-class ResizeToWorkingResolution(Transform):
+class ResizeToWorkingResolution(InvertibleTransform):
     """Resize a channel-first 2-D image to the working resolution (see module docstring for the rule and meta).
 
     Args:
@@ -148,16 +151,40 @@ class ResizeToWorkingResolution(Transform):
         if new_shape == old_shape:  # already at working size (e.g. ChestX-ray14 at 1024): MONAI's Resize would copy
             out = convert_to_tensor(img, track_meta=get_track_meta())
         else:
-            out = Resize(spatial_size=new_shape, mode=mode, anti_aliasing=smooth)(img)
+            resize = Resize(spatial_size=new_shape, mode=mode, anti_aliasing=smooth)
+            with resize.trace_transform(False):  # this transform's own entry below is the one to invert
+                out = resize(img)
         if isinstance(out, MetaTensor):
             scale = (new_shape[0] / old_shape[0], new_shape[1] / old_shape[1])
             out.meta["working_scale"] = scale
             if pixel_spacing is not None:
                 out.meta["pixel_spacing"] = np.asarray(pixel_spacing, dtype=np.float64) / np.asarray(scale)
+            if get_track_meta():
+                spacing = None if pixel_spacing is None else [float(v) for v in pixel_spacing]
+                self.push_transform(out, orig_size=old_shape, extra_info={"mode": mode, "pixel_spacing": spacing})
+        return out
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        """Resize back to the size before :meth:`__call__` (nearest-exact for masks, bilinear otherwise)."""
+        transform = self.pop_transform(data)
+        orig_size = tuple(int(v) for v in transform[TraceKeys.ORIG_SIZE])
+        mode = transform[TraceKeys.EXTRA_INFO]["mode"]
+        spacing = transform[TraceKeys.EXTRA_INFO]["pixel_spacing"]
+        if tuple(data.shape[-2:]) == orig_size:
+            out = convert_to_tensor(data, track_meta=get_track_meta())
+        else:
+            resize = Resize(spatial_size=orig_size, mode=MASK_MODE if mode.startswith("nearest") else "bilinear",
+                            anti_aliasing=False)
+            with resize.trace_transform(False):
+                out = resize(data)
+        if isinstance(out, MetaTensor):
+            out.meta.pop("working_scale", None)
+            if spacing is not None:
+                out.meta["pixel_spacing"] = np.asarray(spacing, dtype=np.float64)
         return out
 
 
-class ResizeToWorkingResolutiond(MapTransform):
+class ResizeToWorkingResolutiond(MapTransform, InvertibleTransform):
     """Dictionary version of :class:`ResizeToWorkingResolution`: resizes images and masks together and scales
     boxes.
 
@@ -216,6 +243,23 @@ class ResizeToWorkingResolutiond(MapTransform):
             if key in d and d[key] is not None:
                 boxes = as_box_array(d[key], ref_source, name=f"'{key}'", spatial_shape=old_shape)
                 d[key] = scale_boxes(boxes, old_shape, new_shape)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Each image-like key back to its loaded size, the boxes scaled back (from the reference key's trace)."""
+        d = dict(data)
+        present = [key for key in self.key_iterator(d)]
+        if not present:
+            return d
+        reference = d[present[0]]
+        if isinstance(reference, MetaTensor) and reference.applied_operations:
+            old_shape = tuple(int(v) for v in reference.applied_operations[-1][TraceKeys.ORIG_SIZE])
+            new_shape = tuple(int(v) for v in reference.shape[-2:])
+            for key in self.box_keys:
+                if key in d and d[key] is not None:
+                    d[key] = scale_boxes(as_box_array(d[key]), new_shape, old_shape)
+        for key in present:
+            d[key] = self.resizer.inverse(d[key])
         return d
 
 
