@@ -123,13 +123,21 @@ def test_mask_writer_writes_png_nifti_overlay_and_datalist(tmp_path):
         writer.write(torch.zeros(1, 20, 20), str(image_path))
 
 
+def test_per_image_handlers_must_say_what_they_do_with_an_item():
+    from cxr_monai.apps.segmentation import PerImageHandler
+
+    with pytest.raises(TypeError, match="abstract"):
+        PerImageHandler()
+
+
 def test_segmentation_grid_and_keyed_batch():
     network = VGG16UNet(in_channels=1, out_channels=1, width=0.125, norm=None)
     samples = [{"image": torch.rand(1, 64, 64), "lung_mask": torch.from_numpy(_square(64, 16, 48)).float()[None]}
                for _ in range(2)]
     grid = SegmentationGrid(network)(samples)
     assert grid.ndim == 3 and grid.shape[2] == 3 and grid.shape[0] >= 2 * 64
-    image, label = KeyedBatch(label_key="lung_mask")({"image": torch.zeros(2, 1, 4, 4), "lung_mask": torch.ones(2, 1, 4, 4)})
+    batch = {"image": torch.zeros(2, 1, 4, 4), "lung_mask": torch.ones(2, 1, 4, 4)}
+    image, label = KeyedBatch(label_key="lung_mask")(batch)
     assert label.sum() == 32
     assert KeyedBatch(label_key=None)({"image": torch.zeros(1, 1, 4, 4)})[1] is None
     with pytest.raises(KeyError, match="lung_mask"):

@@ -14,10 +14,18 @@ Example::
 from __future__ import annotations
 
 from cxr_monai.apps.segmentation.evaluation import SegmentationEvaluation, SegmentationReport, hd95, segmentation_row
-from cxr_monai.apps.segmentation.outputs import LungMaskWriter, SegmentationGrid, dice_score, load_original, mask_of
+from cxr_monai.apps.segmentation.outputs import (
+    LungMaskWriter,
+    PerImageHandler,
+    SegmentationGrid,
+    dice_score,
+    load_original,
+    mask_of,
+)
 
 __all__ = [
     "LungMaskWriter",
+    "PerImageHandler",
     "SegmentationEvaluation",
     "SegmentationGrid",
     "SegmentationReport",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def _spacing(meta: Mapping[str, Any]) -> tuple[float, float] | None:
     return row, column
 
 
-class PerImageHandler:
+class PerImageHandler(ABC):
     """Base of the evaluator handlers that act on each decollated output item (``item``) and once on completion
     (``completed``), with the item's image file found from its MetaTensor meta."""
 
@@ -88,11 +89,13 @@ class PerImageHandler:
         for item in output if isinstance(output, (list, tuple)) else [output]:
             self.item(item, _filename(item[self.pred_key]) or _filename(item.get(self.image_key)))
 
+    @abstractmethod
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
-        raise NotImplementedError
+        """Act on one output item of the image ``image_path``."""
 
+    @abstractmethod
     def completed(self, engine: Engine | None = None) -> Any:
-        raise NotImplementedError
+        """Act once the evaluator has seen every image (write what was gathered)."""
 
 
 class LungMaskWriter(PerImageHandler):
