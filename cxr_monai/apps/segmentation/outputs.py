@@ -132,14 +132,11 @@ class LungMaskWriter(PerImageHandler):
         self.output_dir = Path(output_dir)
         self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
         if datalist is not None:
-            from cxr_monai.data import load_datalist
+            from cxr_monai.data import load_datalist, validate_datalist
 
-            for key in datalist_keys:
-                try:
-                    entries = load_datalist(datalist, key, base_dir=base_dir)
-                except ValueError:  # a split the file does not have
-                    continue
-                for entry in entries:
+            present = validate_datalist(datalist)  # a broken file fails here, naming itself
+            for key in (key for key in datalist_keys if key in present):
+                for entry in load_datalist(datalist, key, base_dir=base_dir):
                     self.entries[os.path.abspath(entry[image_key])] = (key, entry)
         self.pred_key = pred_key
         self.image_key = image_key
