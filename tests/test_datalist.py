@@ -18,12 +18,12 @@ import pytest
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
+from cxr_monai.data.builders.folder import build_folder_datalist
+from cxr_monai.data.builders.nih import build_nih_datalist
 from cxr_monai.data.datalist import (
     SPLIT_KEYS,
     DatalistError,
     add_arguments,
-    build_folder_datalist,
-    build_nih_datalist,
     datalist_schema,
     image_file_problem,
     load_datalist,

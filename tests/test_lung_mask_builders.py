@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from cxr_monai import cli
+from cxr_monai.data.builders.folder import build_folder_datalist
 from cxr_monai.data.builders.lung_masks import (
     build_jsrt_datalist,
     build_montgomery_datalist,
@@ -25,7 +26,7 @@ from cxr_monai.data.builders.lung_masks import (
     lung_mask_problem,
     read_lung_mask,
 )
-from cxr_monai.data.datalist import SPLIT_KEYS, build_folder_datalist, validate_datalist
+from cxr_monai.data.datalist import SPLIT_KEYS, validate_datalist
 from cxr_monai.io import CXRReadError, stored_size
 
 REPO = Path(__file__).resolve().parents[1]

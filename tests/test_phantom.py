@@ -271,7 +271,7 @@ def test_cli_writes_the_phantom_set(tmp_path, capsys):
 
 
 def test_nih_datalist_builder_reads_the_phantom_csvs(phantom_dir, tmp_path):
-    from cxr_monai.data.datalist import build_nih_datalist
+    from cxr_monai.data.builders.nih import build_nih_datalist
 
     out = tmp_path / "nih.json"
     build_nih_datalist(phantom_dir / "Data_Entry_2017.csv", phantom_dir / "BBox_List_2017.csv",

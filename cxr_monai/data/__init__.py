@@ -17,22 +17,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # static tools see the eager imports
-    from cxr_monai.data.datalist import (
-        DatalistError,
-        DatalistSummary,
-        build_folder_datalist,
-        build_nih_datalist,
-        image_file_problem,
-        load_datalist,
-        split_groups,
-        validate_datalist,
-    )
+    from cxr_monai.data.builders.folder import build_folder_datalist
     from cxr_monai.data.builders.lung_masks import (
         build_jsrt_datalist,
         build_montgomery_datalist,
         build_shenzhen_datalist,
         lung_mask_problem,
         read_lung_mask,
+    )
+    from cxr_monai.data.builders.nih import build_nih_datalist
+    from cxr_monai.data.datalist import (
+        DatalistError,
+        DatalistSummary,
+        image_file_problem,
+        load_datalist,
+        split_groups,
+        validate_datalist,
     )
     from cxr_monai.data.patch_loader import PatchPoolDataLoader
     from cxr_monai.data.phantom import (
@@ -47,11 +47,6 @@ if TYPE_CHECKING:  # static tools see the eager imports
 _DATALIST = (
     "DatalistError",
     "DatalistSummary",
-    "build_folder_datalist",
-    "build_jsrt_datalist",
-    "build_montgomery_datalist",
-    "build_nih_datalist",
-    "build_shenzhen_datalist",
     "image_file_problem",
     "load_datalist",
     "split_groups",
@@ -64,6 +59,8 @@ _LUNG_MASK_BUILDERS = (
     "lung_mask_problem",
     "read_lung_mask",
 )
+_NIH_BUILDER = ("build_nih_datalist",)
+_FOLDER_BUILDER = ("build_folder_datalist",)
 _PATCH_LOADER = ("PatchPoolDataLoader",)
 _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
 
@@ -71,6 +68,8 @@ _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", 
 _LAZY = {
     **dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"),
     **dict.fromkeys(_LUNG_MASK_BUILDERS, "cxr_monai.data.builders.lung_masks"),
+    **dict.fromkeys(_NIH_BUILDER, "cxr_monai.data.builders.nih"),
+    **dict.fromkeys(_FOLDER_BUILDER, "cxr_monai.data.builders.folder"),
     **dict.fromkeys(_PATCH_LOADER, "cxr_monai.data.patch_loader"),
     **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom"),
 }

@@ -15,7 +15,7 @@ with its reason in the returned :class:`~cxr_monai.data.datalist.DatalistSummary
   masks (``<scr_root>/**/masks/left lung/JPCLN001.gif`` and ``right lung/``), merged and upsampled x2 (below).
 
 A plain folder of images with ``<stem>-mask.png`` masks (or same-name masks in a mask directory) needs no builder of
-its own: :func:`cxr_monai.data.datalist.build_folder_datalist` (``datalist folder``) covers it.
+its own: :func:`cxr_monai.data.builders.folder.build_folder_datalist` (``datalist folder``) covers it.
 
 Labels come from the file names: ``_0`` normal / ``_1`` tuberculosis (Montgomery, Shenzhen; ``findings``
 ``["Tuberculosis"]``), ``JPCLN`` lung nodule / ``JPCNN`` non-nodule (JSRT; ``findings`` ``["Nodule"]``). Every image
