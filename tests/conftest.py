@@ -114,7 +114,18 @@ def _bundle_command(bundle: str | os.PathLike, configs: Sequence[str | os.PathLi
 
 
 def _tail(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+    """The last ``lines`` of ``text``, after the first traceback or C++ abort if that is earlier.
+
+    Under ``torchrun`` the end of the output is the launcher's summary ("Root Cause ... SIGABRT"); what the worker
+    said before it died is further up.
+    """
+    all_lines = text.splitlines()
+    first = next((i for i, line in enumerate(all_lines)
+                  if line.startswith("Traceback") or "terminate called" in line or "what():" in line), None)
+    tail = all_lines[-lines:]
+    if first is None or first >= len(all_lines) - lines:
+        return "\n".join(tail)
+    return "\n".join([*all_lines[first:first + lines], "...", *tail])
 
 
 def _run_bundle(args: Sequence[str | os.PathLike], log: Path | None = None, *, launcher: Sequence[str] | None = None,
