@@ -440,3 +440,29 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"iteration 3 .*l2=nan.*checkpoint_2\.pt"):
         trainer.run()
     assert latest_checkpoint(tmp_path).name == "checkpoint_2.pt"
+
+
+def test_load_network_weights_from_model_pt_or_a_checkpoint_key_and_clear_errors(tmp_path):
+    from cxr_monai.handlers import load_network_weights
+
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save(source.state_dict(), tmp_path / "model.pt")
+    assert load_network_weights(target, tmp_path / "model.pt") is target
+    assert torch.equal(target.weight, source.weight)
+
+    torch.save({"g_network": source.state_dict(), "d_network": torch.nn.Linear(2, 1).state_dict()},
+               tmp_path / "checkpoint_4.pt")
+    fresh = torch.nn.Linear(3, 2)
+    load_network_weights(fresh, tmp_path / "checkpoint_4.pt", key="g_network")
+    assert torch.equal(fresh.bias, source.bias)
+    with pytest.raises(ValueError, match=r"checkpoint_4\.pt: is a checkpoint of several objects \(d_network, g"):
+        load_network_weights(fresh, tmp_path / "checkpoint_4.pt")
+    with pytest.raises(KeyError, match="has no 'network'; its keys: d_network, g_network"):
+        load_network_weights(fresh, tmp_path / "checkpoint_4.pt", key="network")
+    with pytest.raises(ValueError, match=r"model\.pt: does not fit Linear; .*size mismatch for weight"):
+        load_network_weights(torch.nn.Linear(4, 2), tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match=r"absent\.pt: no such weights file"):
+        load_network_weights(target, tmp_path / "absent.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage\.pt: not a weights file"):
+        load_network_weights(target, tmp_path / "garbage.pt")

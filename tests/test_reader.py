@@ -27,6 +27,7 @@ from cxr_monai.io import (
     LoadCXRImaged,
     is_cxr_file,
     read_cxr,
+    stored_spacing,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -260,6 +261,15 @@ def test_pixel_spacing_sources(tmp_path):
     _, meta = read_cxr(write_dicom(tmp_path / "n.dcm", pixels))
     assert "pixel_spacing" not in meta and "pixel_spacing_source" not in meta
     np.testing.assert_array_equal(meta["affine"], np.eye(3))
+    # the header-only reading agrees with the reader's meta
+    assert stored_spacing(tmp_path / "p.dcm") == ((0.2, 0.1), "PixelSpacing")
+    assert stored_spacing(tmp_path / "i.dcm") == ((0.15, 0.14), "ImagerPixelSpacing")
+    assert stored_spacing(tmp_path / "n.dcm") == (None, None)
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "p.png")
+    assert stored_spacing(tmp_path / "p.png") == (None, None) and "pixel_spacing" not in read_cxr(tmp_path / "p.png")[1]
+    (tmp_path / "x.txt").write_text("text")
+    with pytest.raises(CXRReadError, match=r"x\.txt: not a PNG, JPEG or DICOM file"):
+        stored_spacing(tmp_path / "x.txt")
 
 
 def test_dicom_without_preamble_or_suffix(tmp_path):
@@ -562,6 +572,7 @@ def test_jsrt_img_reads_as_one_minus_raw_over_4095_with_its_spacing(tmp_path):
     assert meta["photometric_interpretation"] == "MONOCHROME1" and meta["intensity_mapping"] == "bits_stored"
     np.testing.assert_allclose(meta["pixel_spacing"], [0.175, 0.175])
     assert meta["pixel_spacing_source"] == "jsrt_specification"
+    assert stored_spacing(path) == ((0.175, 0.175), "jsrt_specification")
 
     sample = LoadCXRImaged(keys="image", ensure_channel_first=True)({"image": str(path)})
     assert sample["image"].shape == (1, 2048, 2048)

@@ -142,3 +142,26 @@ def test_segmentation_grid_and_keyed_batch():
     assert KeyedBatch(label_key=None)({"image": torch.zeros(1, 1, 4, 4)})[1] is None
     with pytest.raises(KeyError, match="lung_mask"):
         KeyedBatch(label_key="lung_mask")({"image": torch.zeros(1, 1, 4, 4)})
+
+
+def test_evaluation_gives_millimetres_from_the_dicom_header_only(bundle_phantoms, tmp_path):
+    from cxr_monai.apps.segmentation import SegmentationEvaluation
+    from cxr_monai.io import read_cxr, stored_spacing
+
+    document = json.loads((bundle_phantoms / "datalist.json").read_text())
+    entries = [e for e in document["training"] if e["image"].endswith(".dcm")][:1]
+    entries += [e for e in document["training"] if e["image"].endswith(".png")][:1]
+    evaluation = SegmentationEvaluation(tmp_path)
+    for entry in entries:
+        image_path, mask_path = str(bundle_phantoms / entry["image"]), str(bundle_phantoms / entry["lung_mask"])
+        reference = np.asarray(Image.open(mask_path)) > 0
+        shifted = np.roll(reference, 4, axis=1).astype(np.float32)  # a prediction 4 px to the right
+        item = {"pred": MetaTensor(torch.from_numpy(shifted)[None]),
+                "label": MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": mask_path})}
+        evaluation.item(item, image_path)
+    dicom_row, png_row = evaluation.rows
+    spacing = read_cxr(bundle_phantoms / entries[0]["image"])[1]["pixel_spacing"]
+    assert stored_spacing(bundle_phantoms / entries[0]["image"])[0] == tuple(spacing)
+    assert dicom_row["hd95_px"] == pytest.approx(4.0, abs=0.5)
+    assert dicom_row["hd95_mm"] == pytest.approx(dicom_row["hd95_px"] * spacing[0])
+    assert png_row["hd95_px"] == pytest.approx(4.0, abs=0.5) and np.isnan(png_row["hd95_mm"])

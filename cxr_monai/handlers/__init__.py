@@ -16,6 +16,7 @@ from cxr_monai.handlers.checkpoint import (
     atomic_torch_save,
     file_sha256,
     latest_checkpoint,
+    load_network_weights,
 )
 from cxr_monai.handlers.failures import (
     FailureHandler,
@@ -47,6 +48,7 @@ __all__ = [
     "find_training_run",
     "finite_scalars",
     "latest_checkpoint",
+    "load_network_weights",
     "register_run_events",
     "relocate_mlflow_artifacts",
 ]

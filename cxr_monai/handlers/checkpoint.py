@@ -19,7 +19,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 
 from cxr_monai.utils import as_bool, is_distributed, is_rank0
 
-__all__ = ["ResumableCheckpoint", "atomic_torch_save", "file_sha256", "latest_checkpoint"]
+__all__ = ["ResumableCheckpoint", "atomic_torch_save", "file_sha256", "latest_checkpoint", "load_network_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +242,44 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, key: str | None = None,
+                         map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load ``models/model.pt`` (a state dict) or one network of a checkpoint into ``network``, strictly.
+
+    For runners that are not Ignite engines (an engine attaches MONAI's ``CheckpointLoader`` instead). ``key``
+    picks a network from a ``checkpoint_<iteration>.pt`` (e.g. ``"g_network"``); without it a checkpoint whose
+    state dicts sit under several keys is an error listing them. The file is read with ``weights_only=True`` and
+    loaded through Ignite's ``Checkpoint.load_objects`` (DDP-wrapped networks included). A missing file, or
+    weights of another architecture, raise one error naming the file. Returns ``network``.
+
+    Example (a bundle's ``initialize``)::
+
+        "$cxr_monai.handlers.load_network_weights(@generator, @ckpt_path, map_location=@device)"
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file (train first, or point ckpt_path at a model.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and weights_only errors alike
+        raise ValueError(f"{path}: not a weights file torch.load can read with weights_only=True ({error})") from error
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    nested = sorted(name for name, value in state.items() if isinstance(value, Mapping))
+    if key is not None:
+        if key not in state:
+            raise KeyError(f"{path}: has no {key!r}; its keys: {', '.join(sorted(state))}")
+        state = state[key]
+    elif nested and len(nested) == len(state):
+        raise ValueError(f"{path}: is a checkpoint of several objects ({', '.join(nested)}); name one as key")
+    try:
+        Checkpoint.load_objects({"network": network}, {"network": state}, strict=True)
+    except RuntimeError as error:
+        details = " ".join(line.strip() for line in str(error).splitlines()[1:])
+        details = details if len(details) <= 400 else details[:400] + " ..."
+        raise ValueError(f"{path}: does not fit {type(network).__name__}; trained with other network settings "
+                         f"(e.g. with or without small.json)? {details}") from error
+    return network
+

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
         read_cxr,
         stored_size,
     )
+    from cxr_monai.io.headers import stored_spacing
 
 __all__ = [
     "CXRReader",
@@ -39,13 +40,14 @@ __all__ = [
     "read_cxr",
     "is_cxr_file",
     "stored_size",
+    "stored_spacing",
     "SUFFIXES",
     "META_KEYS",
 ]
 
 # public name -> the submodule that defines it
 _LAZY = dict.fromkeys(__all__, "cxr_monai.io.reader")
-_LAZY.update(dict.fromkeys(("CXRReadError", "is_cxr_file", "stored_size", "SUFFIXES"), "cxr_monai.io.headers"))
+_LAZY.update(dict.fromkeys(("CXRReadError", "is_cxr_file", "stored_size", "stored_spacing", "SUFFIXES"), "cxr_monai.io.headers"))
 
 
 def __getattr__(name: str) -> Any:

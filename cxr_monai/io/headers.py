@@ -12,6 +12,7 @@ byte size; nothing else in it can be checked without decoding it (:func:`read_js
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Union
@@ -31,9 +32,11 @@ __all__ = [
     "JSRT_SUFFIXES",
     "SUFFIXES",
     "CXRReadError",
+    "dicom_pixel_spacing",
     "is_cxr_file",
     "read_jsrt_raw",
     "stored_size",
+    "stored_spacing",
 ]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -164,4 +167,51 @@ def stored_size(path: PathLike) -> tuple[int, int]:
     if _is_jsrt_name(path):
         _check_jsrt_size(path)
         return JSRT_SHAPE[1], JSRT_SHAPE[0]
+    raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")
+
+
+def dicom_pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """(row, col) mm from PixelSpacing, else ImagerPixelSpacing (detector plane, not magnification-corrected).
+
+    Zero, negative or non-numeric values (e.g. ``0\\0`` written by some CR consoles) count as unknown.
+    """
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row_spacing, col_spacing = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if all(math.isfinite(s) and s > 0 for s in (row_spacing, col_spacing)):
+            return (row_spacing, col_spacing), keyword
+    return None, None
+
+
+def stored_spacing(path: PathLike) -> tuple[tuple[float, float] | None, str | None]:
+    """``((row, col) mm, source)`` of an image file from its header, as the reader's ``pixel_spacing`` meta.
+
+    DICOM: ``PixelSpacing``, else ``ImagerPixelSpacing`` (:func:`dicom_pixel_spacing`), read without the pixels;
+    JSRT ``.IMG``: 0.175 mm from the database specification; PNG and JPEG: ``(None, None)`` (the reader takes no
+    spacing from them). Raises :class:`CXRReadError` naming the file when its header cannot be read.
+
+    >>> stored_spacing("JPCLN001.IMG"), stored_spacing("00000001_000.png")  # doctest: +SKIP
+    (((0.175, 0.175), 'jsrt_specification'), (None, None))
+    """
+    try:
+        head = _file_head(path)
+    except OSError as e:
+        raise _fail(path, f"cannot open file ({e.strerror or e})") from e
+    if head.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE)):
+        return None, None
+    if _has_dicom_preamble(head) or Path(path).suffix.lower() in DICOM_SUFFIXES:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not _has_dicom_preamble(head),
+                                 specific_tags=["PixelSpacing", "ImagerPixelSpacing"])
+        except Exception as e:
+            raise _fail(path, f"cannot read the DICOM header ({type(e).__name__}: {e})") from e
+        return dicom_pixel_spacing(ds)
+    if _is_jsrt_name(path):
+        _check_jsrt_size(path)
+        return (JSRT_PIXEL_SPACING_MM, JSRT_PIXEL_SPACING_MM), "jsrt_specification"
     raise _fail(path, "not a PNG, JPEG or DICOM file (no PNG/JPEG signature and no DICM preamble)")

@@ -54,6 +54,7 @@ from pydicom import pixels as dicom_pixels
 from pydicom.dataset import Dataset
 
 from cxr_monai.io.headers import (
+    dicom_pixel_spacing,
     _JPEG_SIGNATURE,
     _PNG_SIGNATURE,
     DICOM_SUFFIXES,
@@ -159,24 +160,6 @@ def _meta(
 # ----------------------------------------------------------------------------------------------- DICOM
 
 
-def _dicom_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
-    """(row, col) mm from PixelSpacing, else ImagerPixelSpacing (detector plane, not magnification-corrected).
-
-    Zero, negative or non-numeric values (e.g. ``0\\0`` written by some CR consoles) count as unknown.
-    """
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is None:
-            continue
-        try:
-            row_spacing, col_spacing = (float(v) for v in value)
-        except (TypeError, ValueError):
-            continue
-        if all(math.isfinite(s) and s > 0 for s in (row_spacing, col_spacing)):
-            return (row_spacing, col_spacing), keyword
-    return None, None
-
-
 def _stored_value_range(ds: Dataset) -> tuple[int, int]:
     bits = int(ds.BitsStored)
     if int(ds.get("PixelRepresentation", 0)) == 1:
@@ -278,7 +261,7 @@ def _read_dicom(path: PathLike, head: bytes, apply_voi: bool) -> CXRImage:
     if photometric == "MONOCHROME1":
         image = 1.0 - image
 
-    spacing, spacing_source = _dicom_spacing(ds)
+    spacing, spacing_source = dicom_pixel_spacing(ds)
     meta = _meta(path, image.shape, "dicom", ds.BitsStored, photometric, mapping, spacing, spacing_source)
     return CXRImage(image, meta)
 

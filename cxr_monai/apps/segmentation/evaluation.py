@@ -22,6 +22,7 @@ from ignite.engine import Engine
 from monai.metrics import compute_hausdorff_distance
 
 from cxr_monai.apps.segmentation.outputs import PerImageHandler, _filename, dice_score, load_original, mask_of
+from cxr_monai.io.headers import stored_spacing
 from cxr_monai.reports import (
     MetricSummary,
     log_report_to_mlflow,
@@ -187,10 +188,8 @@ class SegmentationEvaluation(PerImageHandler):
         prediction = mask_of(item[self.pred_key])
         reference_image, _ = load_original(reference_path)
         reference = mask_of(BinaryMask()(torch.from_numpy(reference_image)[None], source=reference_path))
-        _, meta = load_original(image_path)
-        spacing = meta.get("pixel_spacing")
-        row = segmentation_row(image_path, prediction, reference,
-                               tuple(float(v) for v in spacing) if spacing is not None else None)
+        spacing, _ = stored_spacing(image_path)  # the header only: Invertd's output carries no spacing
+        row = segmentation_row(image_path, prediction, reference, spacing)
         self.rows.append(row)
         self._masks[image_path] = (prediction, reference)
 
