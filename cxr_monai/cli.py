@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON from NIH label files or a folder"),
     "preview": ("cxr_monai.io.preview", "write images or folders as the chest X-ray reader sees them (8-bit PNGs)"),
     "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
+    "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 
 

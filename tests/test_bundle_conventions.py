@@ -73,6 +73,8 @@ class BundleSpec:
     mlflow_experiment: str | None = None  # with tracking: the experiment in <output_dir>/mlruns.db
     mlflow_metric: str = "loss"  # with tracking: a metric logged every iteration
     checks: Mapping[str, Callable[[Run], None]] = field(default_factory=dict)  # "resume" / "ddp": extra assertions
+    own_mlflow_trainer_keys: tuple[str, ...] = ("output_transform", "tag_name")  # may differ from the template
+    own_multi_gpu_keys: tuple[str, ...] = ()  # keys of multi_gpu_train.json that may differ from the template
 
     @property
     def root(self) -> Path:
@@ -154,6 +156,8 @@ BUNDLES: list[BundleSpec] = [
         mlflow_experiment="context_encoder",
         mlflow_metric="l2",
         checks={"ddp": _context_encoder_ddp},
+        own_mlflow_trainer_keys=("output_transform", "tag_name", "phase_key", "phase_codes"),
+        own_multi_gpu_keys=("generator", "discriminator", "network"),  # two DDP networks
     ),
     BundleSpec(
         name="lung_segmentation",
@@ -200,26 +204,55 @@ def test_every_bundle_is_in_the_table():
     assert present <= {spec.name for spec in BUNDLES}, "add the new bundle to BUNDLES in this module"
 
 
-def test_the_shared_pieces_are_the_same_in_every_bundle():
-    """A bundle is self-contained (model-zoo layout), so what every bundle shares is copied, not imported: the
-    logging settings, the MLflow handler wiring and the multi-GPU process-group set-up. They must not drift."""
-    configs = [REPO / "bundles" / spec.name / "configs" for spec in BUNDLES]
-    assert len({(folder / "logging.conf").read_text() for folder in configs}) == 1
-    gpu = [json.loads((folder / "multi_gpu_train.json").read_text()) for folder in configs]
-    assert all(config["initialize"][:2] == gpu[0]["initialize"][:2] for config in gpu)
-    assert all(config["finalize"] == gpu[0]["finalize"] and config["train#trainer#train_handlers"]
-               == gpu[0]["train#trainer#train_handlers"] for config in gpu)
-    tracking = [json.loads((folder / "mlflow.json").read_text()) for folder in configs]
-    shared = ("tracking_uri", "run_name", "save_execute_config", "is_not_rank0")
-    assert all({key: config["configs"][key] for key in shared} == {key: tracking[0]["configs"][key] for key in shared}
-               for config in tracking)
-    assert all(config["handlers_id"] == tracking[0]["handlers_id"] for config in tracking)
+def test_the_shared_pieces_are_the_templates():
+    """A bundle is self-contained (model-zoo layout), so what every bundle shares is copied from
+    ``cxr_monai/bundle_template`` (``python -m cxr_monai new-bundle``), not imported: the licence, the logging
+    settings, the MLflow wiring and the multi-GPU set-up. They must not drift from it, and nothing may be left
+    to fill in."""
+    from cxr_monai.scaffold import FILL_IN, render_template
+
+    for spec in BUNDLES:
+        template = render_template(spec.name)
+        for name in ("LICENSE", "configs/logging.conf"):
+            assert (spec.root / name).read_text() == template[name], f"{spec.name}/{name} differs from the template"
+        tracking = json.loads((spec.configs / "mlflow.json").read_text())
+        expected = json.loads(template["configs/mlflow.json"])
+        own = set(spec.own_mlflow_trainer_keys)  # what the bundle's trainer logs (its output_transform, phases)
+        for key in own:
+            expected["configs"]["trainer"].pop(key, None)
+            tracking["configs"]["trainer"].pop(key, None)
+        assert tracking == expected, f"{spec.name}/configs/mlflow.json differs from the template beyond {own}"
+        gpu = json.loads((spec.configs / "multi_gpu_train.json").read_text())
+        expected = json.loads(template["configs/multi_gpu_train.json"])
+        for key in spec.own_multi_gpu_keys:  # e.g. two DDP-wrapped networks instead of one "network"
+            gpu.pop(key, None)
+            expected.pop(key, None)
+        assert gpu == expected, f"{spec.name}/configs/multi_gpu_train.json differs from the template"
+        for path in [*spec.configs.glob("*"), *(spec.root / "docs").glob("*")]:
+            assert FILL_IN not in path.read_text(errors="replace"), f"{path} still has a '{FILL_IN}' part"
+
+
+def test_new_bundle_writes_the_template_and_never_overwrites(tmp_path):
+    from cxr_monai.scaffold import new_bundle
+
+    root = new_bundle("demo_net", tmp_path)
+    assert json.loads((root / "configs" / "mlflow.json").read_text())["configs"]["experiment_name"] == "demo_net"
+    assert "runs/demo_net/mlruns.db" in (root / "docs" / "README.md").read_text()
+    _validate_metadata(root / "configs" / "metadata.json")  # the skeleton is schema-valid before it is filled in
+    with pytest.raises(FileExistsError, match="demo_net: already exists"):
+        new_bundle("demo_net", tmp_path)
+    with pytest.raises(ValueError, match="lower-case letters"):
+        new_bundle("Demo Net", tmp_path)
+
+
+def _validate_metadata(path: Path) -> None:
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(path), filepath=str(SCHEMA))  # raises on a mismatch
 
 
 def test_metadata_matches_the_vendored_schema(spec):
-    from monai.bundle import verify_metadata
-
-    verify_metadata(meta_file=str(spec.metadata), filepath=str(SCHEMA))  # raises on a mismatch
+    _validate_metadata(spec.metadata)
 
 
 def test_network_in_out_shapes_match_metadata(spec):

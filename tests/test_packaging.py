@@ -173,8 +173,11 @@ def test_the_container_runs_as_a_non_root_user():
     assert re.search(r"install -d -o (\S+) .*/workspace/runs", creates[0])
 
 
-def test_metadata_versions_match_the_image_and_setup_cfg():
-    meta = json.loads(METADATA.read_text())
+@pytest.mark.parametrize("metadata", [*sorted((REPO / "bundles").glob("*/configs/metadata.json")),
+                                      REPO / "cxr_monai" / "bundle_template" / "configs" / "metadata.json"],
+                         ids=lambda path: path.parts[-3])
+def test_metadata_versions_match_the_image_and_setup_cfg(metadata):
+    meta = json.loads(metadata.read_text())
     assert Version(meta["pytorch_version"]) == _base_image_torch(), "metadata.json pytorch_version != image's torch"
     requires = _install_requires()
     pins = {"torch": meta["pytorch_version"], "monai": meta["monai_version"], "numpy": meta["numpy_version"],
