@@ -105,8 +105,9 @@ def test_mask_writer_writes_png_nifti_overlay_and_datalist(tmp_path):
     mask = np.zeros((40, 30), np.float32)
     mask[5:30, 4:12] = 1
     source = tmp_path / "list.json"
-    source.write_text(json.dumps({"test_unhealthy": [{"image": "img.png", "label": 1, "lung_boxes": [[0, 0, 1, 1]],
-                                                      "lesion_mask": "lesion.png"}]}))
+    source.write_text(json.dumps({"test": [], "test_unhealthy": [{"image": "img.png", "label": 1,
+                                                                  "lung_boxes": [[0, 0, 1, 1]],
+                                                                  "lesion_mask": "lesion.png"}]}))
     writer = LungMaskWriter(tmp_path / "out", datalist=source)
     entry = writer.write(torch.from_numpy(mask)[None], str(image_path))
     assert entry == {"image": str(image_path), "label": 1, "lung_mask": "masks/img.png",
@@ -118,7 +119,7 @@ def test_mask_writer_writes_png_nifti_overlay_and_datalist(tmp_path):
     assert nib.load(tmp_path / "out" / "masks" / "img.nii.gz").shape == (30, 40, 1)
     assert (tmp_path / "out" / "overlays" / "img.png").is_file()
     document = json.loads(writer.completed().read_text())
-    assert document["test_unhealthy"] == [entry]
+    assert document["test_unhealthy"] == [entry] and document["test"] == []  # an empty split is kept
     with pytest.raises(ValueError, match="Invertd"):
         writer.write(torch.zeros(1, 20, 20), str(image_path))
 

@@ -131,11 +131,13 @@ class LungMaskWriter(PerImageHandler):
     ) -> None:
         self.output_dir = Path(output_dir)
         self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.splits: list[str] = []  # the source's splits among datalist_keys, kept even when empty
         if datalist is not None:
             from cxr_monai.data import load_datalist, validate_datalist
 
             present = validate_datalist(datalist)  # a broken file fails here, naming itself
-            for key in (key for key in datalist_keys if key in present):
+            self.splits = [key for key in datalist_keys if key in present]
+            for key in self.splits:
                 for entry in load_datalist(datalist, key, base_dir=base_dir):
                     self.entries[os.path.abspath(entry[image_key])] = (key, entry)
         self.pred_key = pred_key
@@ -201,6 +203,8 @@ class LungMaskWriter(PerImageHandler):
         path = self.output_dir / "datalist.json"
         document: dict[str, Any] = {"name": self.name, "description": "lung masks predicted by the lung-segmentation "
                                     "bundle; image paths absolute, mask paths relative to this file's folder"}
+        for split in self.splits:  # an empty split stays a list: readers such as the context encoder expect it
+            document[split] = []
         for split, entry in self.written:
             document.setdefault(split, []).append(entry)
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
