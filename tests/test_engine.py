@@ -466,3 +466,88 @@ def test_load_network_weights_from_model_pt_or_a_checkpoint_key_and_clear_errors
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"garbage\.pt: not a weights file"):
         load_network_weights(target, tmp_path / "garbage.pt")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the generic phased trainer: a conditional GAN with a multi-scale discriminator and extra generator terms
+
+
+class _PairedLoss(torch.nn.Module):
+    """L1 to the target plus an adversarial term: the shape of a conditional GAN's generator loss."""
+
+    def __init__(self, adversarial):
+        super().__init__()
+        self.adversarial = adversarial
+
+    def forward(self, fake, target, fake_logits=None):
+        l1 = (fake - target).abs().mean()
+        adv = self.adversarial.generator_loss(fake_logits) if fake_logits is not None else torch.zeros(())
+        return {"total": 100.0 * l1 + adv, "l1": l1, "adversarial": adv}
+
+
+class _TwoScaleDiscriminator(torch.nn.Module):
+    """Patch logits at full and half size, recording the channels it is shown."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.seen_channels: list[int] = []
+
+    def forward(self, x):
+        self.seen_channels.append(x.shape[1])
+        return [self.conv(x), self.conv(torch.nn.functional.avg_pool2d(x, 2))]
+
+
+def _paired_trainer(max_epochs=2, schedule=None, term_names=None, **kwargs):
+    from cxr_monai.engines import KeyedBatch, PhasedAdversarialTrainer, conditional_pair
+    from cxr_monai.losses import AdversarialHingeLoss
+
+    torch.manual_seed(0)
+    data = [{"image": torch.rand(2, 1, 16, 16), "target": torch.rand(2, 1, 16, 16)} for _ in range(3)]
+    g = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    d = _TwoScaleDiscriminator(in_channels=2)
+    hinge = AdversarialHingeLoss()
+    return PhasedAdversarialTrainer(
+        "cpu", max_epochs, data, g, torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.9)),
+        d, torch.optim.Adam(d.parameters(), 4e-4, betas=(0.0, 0.9)),
+        g_loss_function=_PairedLoss(hinge), d_loss_function=hinge, schedule=schedule,
+        discriminator_input=conditional_pair, term_names=term_names, prepare_batch=KeyedBatch("image", "target"),
+        **kwargs,
+    )
+
+
+def test_phased_trainer_runs_a_conditional_gan_with_a_multiscale_discriminator():
+    trainer = _paired_trainer(term_names={"l1": "l1", "adversarial": "g_adv"})
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+    d_before = trainer.state.d_network.conv.weight.detach().clone()
+    trainer.run()
+    assert len(seen) == 6 and all(out["phase"] == "joint" for out in seen)  # default schedule: joint throughout
+    assert set(trainer.state.d_network.seen_channels) == {2}  # D sees input ⊕ image
+    assert all(math.isfinite(out[key]) for out in seen for key in ("l1", "g_adv", "g_loss", "d_loss", "d_real"))
+    assert seen[0]["g_loss"] == pytest.approx(100 * seen[0]["l1"] + seen[0]["g_adv"], rel=1e-5)
+    assert not torch.equal(trainer.state.d_network.conv.weight, d_before)
+    assert [group["lr"] for group in trainer.state.g_optimizer.param_groups] == [1e-4]  # TTUR: D faster than G
+    assert [group["lr"] for group in trainer.state.d_optimizer.param_groups] == [4e-4]
+
+
+def test_phased_trainer_logs_reconstruction_terms_in_the_warm_up_and_every_term_by_default():
+    trainer = _paired_trainer(max_epochs=3, schedule=GanSchedule(g_l2_epochs=1, d_only_epochs=1))
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+    trainer.run()
+    warm_up, d_only, joint = seen[:3], seen[3:6], seen[6:]
+    assert all(math.isfinite(out["l1"]) and "adversarial" not in out for out in warm_up)  # D did not judge G
+    assert all(math.isfinite(out["l1"]) and math.isnan(out["g_loss"]) for out in d_only)  # G frozen: L1 still logged
+    assert all(math.isfinite(out["adversarial"]) for out in joint)
+
+
+def test_phased_trainer_needs_a_prepare_batch():
+    from cxr_monai.engines import PhasedAdversarialTrainer
+
+    g, d = torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 1)
+    trainer = PhasedAdversarialTrainer("cpu", 1, [{"image": torch.zeros(1, 1, 4, 4)}], g,
+                                       torch.optim.SGD(g.parameters(), 0.1), d, torch.optim.SGD(d.parameters(), 0.1),
+                                       g_loss_function=lambda fake, target, logits: {"total": fake.mean()})
+    with pytest.raises(ValueError, match="needs a prepare_batch"):
+        trainer.run()

@@ -130,3 +130,32 @@ def test_gan_diagnostics():
     saturated = gan_diagnostics(torch.full((2, 1), -300.0), torch.full((2, 1), 300.0))
     assert saturated["minimax_value"].item() == pytest.approx(-600.0)
     assert not saturated["d_real"].requires_grad
+
+
+def test_hinge_loss_by_hand_and_its_generator_term():
+    from cxr_monai.losses import AdversarialHingeLoss
+
+    hinge = AdversarialHingeLoss()
+    logits = torch.tensor([[1.5], [-0.5], [0.0]])
+    assert hinge(logits, True) == pytest.approx((0.0 + 1.5 + 1.0) / 3)  # relu(1 - x)
+    assert hinge(logits, False) == pytest.approx((2.5 + 0.5 + 1.0) / 3)  # relu(1 + x)
+    assert hinge.generator_loss(logits) == pytest.approx(-1.0 / 3)
+    assert hinge.discriminator_loss(logits, logits) == pytest.approx(hinge(logits, True) + hinge(logits, False))
+    x = logits.clone().requires_grad_()
+    hinge.generator_loss(x).backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, -1 / 3))
+
+
+def test_adversarial_losses_and_diagnostics_average_over_the_scales_of_a_multiscale_discriminator():
+    from cxr_monai.losses import AdversarialHingeLoss
+
+    coarse, fine = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 8, 8)
+    for loss in (AdversarialBCELoss(), AdversarialHingeLoss()):
+        for real in (True, False):
+            assert loss([coarse, fine], real) == pytest.approx(float((loss(coarse, real) + loss(fine, real)) / 2))
+        assert loss.generator_loss([coarse, fine]) == pytest.approx(
+            float((loss.generator_loss(coarse) + loss.generator_loss(fine)) / 2))
+    pooled = gan_diagnostics([coarse, fine], [fine, coarse])
+    assert pooled["d_real"] == pytest.approx(float(torch.sigmoid(torch.cat([coarse.flatten(), fine.flatten()])).mean()))
+    with pytest.raises(ValueError, match="no logits"):
+        AdversarialBCELoss()([], True)

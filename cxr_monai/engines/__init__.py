@@ -1,5 +1,5 @@
-"""Ignite engines and what they share: the GAN phase schedule, ``prepare_batch`` by key, the per-image iteration of
-runners.
+"""Ignite engines and what they share: the phased adversarial trainer of every GAN and its schedule,
+``prepare_batch`` by key, the per-image iteration of runners.
 
 Example::
 
@@ -10,8 +10,20 @@ Example::
 
 from __future__ import annotations
 
+from cxr_monai.engines.adversarial import PhasedAdversarialTrainer, conditional_pair, loss_terms
 from cxr_monai.engines.gan_schedule import GanPhase, GanSchedule
 from cxr_monai.engines.images import PreprocessedImage, iterate_images, output_stem, stack_patches
 from cxr_monai.engines.prepare_batch import KeyedBatch
 
-__all__ = ["GanPhase", "GanSchedule", "KeyedBatch", "PreprocessedImage", "iterate_images", "output_stem", "stack_patches"]
+__all__ = [
+    "GanPhase",
+    "GanSchedule",
+    "KeyedBatch",
+    "PhasedAdversarialTrainer",
+    "PreprocessedImage",
+    "conditional_pair",
+    "iterate_images",
+    "loss_terms",
+    "output_stem",
+    "stack_patches",
+]

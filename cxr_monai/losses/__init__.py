@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cxr_monai.losses.adversarial import AdversarialBCELoss, gan_diagnostics
+from cxr_monai.losses.adversarial import AdversarialBCELoss, AdversarialHingeLoss, gan_diagnostics
 
-__all__ = ["AdversarialBCELoss", "gan_diagnostics"]
+__all__ = ["AdversarialBCELoss", "AdversarialHingeLoss", "gan_diagnostics"]

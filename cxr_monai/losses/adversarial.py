@@ -1,12 +1,32 @@
-"""Adversarial losses and diagnostics for GAN discriminators that output logits."""
+"""Adversarial losses and diagnostics for GAN discriminators that output logits.
+
+A discriminator may output one logit tensor or a list of them (a multi-scale discriminator: one per scale); the
+losses then average the per-scale losses, and the diagnostics pool every logit.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["AdversarialBCELoss", "gan_diagnostics"]
+__all__ = ["AdversarialBCELoss", "AdversarialHingeLoss", "gan_diagnostics"]
+
+Logits = torch.Tensor | Sequence[torch.Tensor]
+
+
+def _per_scale(logits: Logits) -> list[torch.Tensor]:
+    scales = [logits] if isinstance(logits, torch.Tensor) else list(logits)
+    if not scales:
+        raise ValueError("the discriminator returned no logits")
+    return scales
+
+
+def _mean_over_scales(loss, logits: Logits, *args) -> torch.Tensor:
+    losses = [loss(scale, *args) for scale in _per_scale(logits)]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean(0)
 
 
 class AdversarialBCELoss(_Loss):
@@ -32,21 +52,54 @@ class AdversarialBCELoss(_Loss):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none' (got {reduction!r}).")
         super().__init__(reduction=reduction)
 
-    def forward(self, input: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        target = torch.full_like(input, 1.0 if target_is_real else 0.0)
-        return F.binary_cross_entropy_with_logits(input, target, reduction=self.reduction)
+    def forward(self, input: Logits, target_is_real: bool) -> torch.Tensor:
+        return _mean_over_scales(self._bce, input, target_is_real)
 
-    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def _bce(self, logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=self.reduction)
+
+    def generator_loss(self, fake_logits: Logits) -> torch.Tensor:
         """Generator term: inpainted centres should be scored real."""
         return self(fake_logits, target_is_real=True)
 
-    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    def discriminator_loss(self, real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+        """Discriminator term; pass ``fake_logits`` from a detached generator output."""
+        return self(real_logits, target_is_real=True) + self(fake_logits, target_is_real=False)
+
+
+class AdversarialHingeLoss(_Loss):
+    """Hinge loss of SAGAN / spectral-normalisation GANs (Miyato et al. 2018; Zhang et al. 2019) on logits.
+
+    Discriminator: ``mean(relu(1 - D(x)))`` for real, ``mean(relu(1 + D(G(z))))`` for generated images (``forward``
+    with ``target_is_real``); generator: ``-mean(D(G(z)))`` (:meth:`generator_loss`). The same interface as
+    :class:`AdversarialBCELoss`, so trainers and generator losses take either.
+
+    Example::
+
+        >>> hinge = AdversarialHingeLoss()
+        >>> hinge(torch.tensor([[2.0], [0.0]]), True), hinge.generator_loss(torch.tensor([[2.0], [0.0]]))
+        (tensor(0.5000), tensor(-1.))
+    """
+
+    def __init__(self) -> None:
+        super().__init__(reduction="mean")
+
+    def forward(self, input: Logits, target_is_real: bool) -> torch.Tensor:
+        sign = -1.0 if target_is_real else 1.0
+        return _mean_over_scales(lambda logits: F.relu(1.0 + sign * logits).mean(), input)
+
+    def generator_loss(self, fake_logits: Logits) -> torch.Tensor:
+        """Generator term: ``-mean(D(G(z)))``, averaged over scales."""
+        return _mean_over_scales(lambda logits: -logits.mean(), fake_logits)
+
+    def discriminator_loss(self, real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
         """Discriminator term; pass ``fake_logits`` from a detached generator output."""
         return self(real_logits, target_is_real=True) + self(fake_logits, target_is_real=False)
 
 
 @torch.no_grad()
-def gan_diagnostics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+def gan_diagnostics(real_logits: Logits, fake_logits: Logits) -> dict[str, torch.Tensor]:
     """Training diagnostics of §3.2.3 from discriminator logits, as detached scalars.
 
     - ``minimax_value``: ``V(G, D) = mean log D(x) + mean log(1 - D(G(z)))`` (eq. 2), computed with
@@ -60,7 +113,8 @@ def gan_diagnostics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dic
         >>> gan_diagnostics(torch.zeros(4, 1), torch.zeros(4, 1))["minimax_value"]  # -log 4
         tensor(-1.3863)
     """
-    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real_logits = torch.cat([scale.float().flatten() for scale in _per_scale(real_logits)])
+    fake_logits = torch.cat([scale.float().flatten() for scale in _per_scale(fake_logits)])
     return {
         "minimax_value": F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean(),
         "d_real": torch.sigmoid(real_logits).mean(),
