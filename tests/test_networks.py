@@ -134,3 +134,74 @@ def test_dcgan_init_resets_a_default_initialised_layer():
     conv.apply(dcgan_init)
     assert conv.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert (conv.bias == 0).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bone-suppression GAN (seed 003 §3.2): self-attention U-Net generator, multi-scale spectral-norm discriminator
+
+
+def _largest_singular_value(module: torch.nn.Module) -> float:
+    weight = module.weight  # the parametrisation's W / σ(W)
+    if isinstance(module, torch.nn.ConvTranspose2d):
+        weight = weight.transpose(0, 1)
+    return float(torch.linalg.matrix_norm(weight.detach().flatten(1), ord=2))
+
+
+def test_spectral_norm_keeps_every_layer_at_unit_largest_singular_value():
+    from cxr_monai.networks import MultiScaleDiscriminator, SelfAttentionUNet
+
+    generator = SelfAttentionUNet(channels=(8, 16, 32, 32), image_size=64, attention_sizes=(8,))
+    discriminator = MultiScaleDiscriminator(in_channels=2, channels=8, num_layers=2, num_scales=2)
+    for _ in range(3):  # a power iteration per training forward
+        generator(torch.randn(2, 1, 64, 64))
+        discriminator(torch.randn(2, 2, 64, 64))
+    for network in (generator, discriminator):
+        layers = [m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+        assert layers and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+        sigmas = [_largest_singular_value(m) for m in layers]
+        assert max(abs(s - 1.0) for s in sigmas) < 0.05, sigmas
+
+
+def test_self_attention_starts_as_the_identity_and_its_gamma_trains():
+    from cxr_monai.networks import SelfAttention2d
+
+    torch.manual_seed(0)
+    block = SelfAttention2d(16)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), x) and float(block.gamma) == 0.0
+    optimizer = torch.optim.Adam(block.parameters(), lr=1e-2)
+    target = x + torch.randn_like(x)
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(block(x), target).backward()
+        optimizer.step()
+    assert float(block.gamma) != 0.0
+    assert not torch.equal(block(x), x)
+    with pytest.raises(ValueError, match="divisible"):
+        SelfAttention2d(12, num_heads=5)
+
+
+def test_self_attention_unet_places_attention_at_32_px_and_refuses_sizes_it_cannot_build():
+    from cxr_monai.networks import SelfAttention2d, SelfAttentionUNet
+
+    with torch.device("meta"):
+        paper = SelfAttentionUNet()  # 512 px, seven levels: 256 ... 4 px
+    attended = [name for name, module in paper.named_modules() if isinstance(module, SelfAttention2d)]
+    assert attended == ["down_attention.3", "up_attention.2"]  # the 32 px encoder and decoder features
+    small = SelfAttentionUNet(channels=(8, 16, 32), image_size=64, attention_sizes=(16, 8))
+    assert small(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    assert small(torch.rand(1, 1, 128, 128)).shape == (1, 1, 128, 128)  # fully convolutional
+    with pytest.raises(ValueError, match="feature width"):
+        SelfAttentionUNet(channels=(8, 16, 32), image_size=64, attention_sizes=(64,))
+    with pytest.raises(ValueError, match="multiple of"):
+        SelfAttentionUNet(channels=(8, 16, 32, 32, 32, 32), image_size=64)
+
+
+def test_multiscale_discriminator_gives_one_logit_map_per_scale():
+    from cxr_monai.networks import MultiScaleDiscriminator
+
+    d = MultiScaleDiscriminator(in_channels=2, channels=8, num_layers=2, num_scales=3)
+    logits = d(torch.rand(2, 2, 64, 64))
+    assert [tuple(x.shape) for x in logits] == [(2, 1, 14, 14), (2, 1, 6, 6), (2, 1, 2, 2)]
+    with pytest.raises(ValueError, match="num_scales"):
+        MultiScaleDiscriminator(num_scales=0)
