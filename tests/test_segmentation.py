@@ -125,7 +125,7 @@ def test_mask_writer_writes_png_nifti_overlay_and_datalist(tmp_path):
 
 
 def test_per_image_handlers_must_say_what_they_do_with_an_item():
-    from cxr_monai.apps.segmentation import PerImageHandler
+    from cxr_monai.handlers import PerImageHandler
 
     with pytest.raises(TypeError, match="abstract"):
         PerImageHandler()

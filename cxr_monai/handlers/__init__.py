@@ -32,6 +32,7 @@ from cxr_monai.handlers.mlflow import (
     relocate_mlflow_artifacts,
 )
 from cxr_monai.handlers.nan_guard import NanGuard
+from cxr_monai.handlers.per_image import PerImageHandler, filename_of
 from cxr_monai.handlers.scalars import finite_scalars
 
 __all__ = [
@@ -40,11 +41,13 @@ __all__ = [
     "ImageGridSaver",
     "MLFlowTracker",
     "NanGuard",
+    "PerImageHandler",
     "ResumableCheckpoint",
     "RunEvents",
     "SkippedImagesHandler",
     "atomic_torch_save",
     "file_sha256",
+    "filename_of",
     "find_training_run",
     "finite_scalars",
     "latest_checkpoint",

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from cxr_monai.losses.adversarial import AdversarialBCELoss, AdversarialHingeLoss, gan_diagnostics
+from cxr_monai.losses.paired import PairedImageLoss, PairedImageLossOutput
 
-__all__ = ["AdversarialBCELoss", "AdversarialHingeLoss", "gan_diagnostics"]
+__all__ = ["AdversarialBCELoss", "AdversarialHingeLoss", "PairedImageLoss", "PairedImageLossOutput", "gan_diagnostics"]

@@ -13,10 +13,14 @@ Example::
 
 from __future__ import annotations
 
-from cxr_monai.apps.segmentation.evaluation import SegmentationEvaluation, SegmentationReport, hd95, segmentation_row
+from cxr_monai.apps.segmentation.evaluation import (
+    SegmentationEvaluation,
+    SegmentationReport,
+    hd95,
+    segmentation_row,
+)
 from cxr_monai.apps.segmentation.outputs import (
     LungMaskWriter,
-    PerImageHandler,
     SegmentationGrid,
     dice_score,
     load_original,
@@ -25,7 +29,6 @@ from cxr_monai.apps.segmentation.outputs import (
 
 __all__ = [
     "LungMaskWriter",
-    "PerImageHandler",
     "SegmentationEvaluation",
     "SegmentationGrid",
     "SegmentationReport",

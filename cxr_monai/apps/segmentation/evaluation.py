@@ -21,7 +21,8 @@ import torch
 from ignite.engine import Engine
 from monai.metrics import compute_hausdorff_distance
 
-from cxr_monai.apps.segmentation.outputs import PerImageHandler, _filename, dice_score, load_original, mask_of
+from cxr_monai.apps.segmentation.outputs import dice_score, load_original, mask_of
+from cxr_monai.handlers.per_image import PerImageHandler, filename_of
 from cxr_monai.io.headers import stored_spacing
 from cxr_monai.reports import (
     MetricSummary,
@@ -181,7 +182,7 @@ class SegmentationEvaluation(PerImageHandler):
         self.files: dict[str, Path] = {}
 
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
-        reference_path = _filename(item.get(self.label_key))
+        reference_path = filename_of(item.get(self.label_key))
         if image_path is None or reference_path is None:
             raise ValueError(f"SegmentationEvaluation: no file name for the image or its '{self.label_key}' "
                              "(load both with cxr_monai.io.LoadCXRImaged)")

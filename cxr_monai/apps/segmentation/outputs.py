@@ -12,22 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
-from monai.data import MetaTensor
+from ignite.engine import Engine
 from monai.networks import eval_mode
 
 from cxr_monai.engines.images import output_stem
+from cxr_monai.handlers.per_image import PerImageHandler
 from cxr_monai.utils import is_rank0
 from cxr_monai.visualize import labelled_row, mask_overlay, save_png, stack_rows
 
-__all__ = ["LungMaskWriter", "PerImageHandler", "SegmentationGrid", "dice_score", "load_original", "mask_of"]
+__all__ = ["LungMaskWriter", "SegmentationGrid", "dice_score", "load_original", "mask_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +50,6 @@ def dice_score(prediction: np.ndarray, reference: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(prediction, reference).sum()) / total
 
 
-def _filename(value: Any) -> str | None:
-    if isinstance(value, MetaTensor):
-        name = value.meta.get("filename_or_obj")
-        return str(name) if name else None
-    return None
-
-
 def load_original(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """The radiograph at its stored size, ``(H, W)`` in [0, 1] with lungs dark, and its meta (the project reader)."""
     from cxr_monai.io import read_cxr
@@ -71,31 +63,6 @@ def _spacing(meta: Mapping[str, Any]) -> tuple[float, float] | None:
         return None
     row, column = (float(v) for v in spacing)
     return row, column
-
-
-class PerImageHandler(ABC):
-    """Base of the evaluator handlers that act on each decollated output item (``item``) and once on completion
-    (``completed``), with the item's image file found from its MetaTensor meta."""
-
-    pred_key = "pred"
-    image_key = "image"
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
-        engine.add_event_handler(Events.COMPLETED, self.completed)
-
-    def iteration_completed(self, engine: Engine) -> None:
-        output = engine.state.output
-        for item in output if isinstance(output, (list, tuple)) else [output]:
-            self.item(item, _filename(item[self.pred_key]) or _filename(item.get(self.image_key)))
-
-    @abstractmethod
-    def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
-        """Act on one output item of the image ``image_path``."""
-
-    @abstractmethod
-    def completed(self, engine: Engine | None = None) -> Any:
-        """Act once the evaluator has seen every image (write what was gathered)."""
 
 
 class LungMaskWriter(PerImageHandler):
