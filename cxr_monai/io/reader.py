@@ -37,7 +37,6 @@ image rows, no transpose, EXIF orientation ignored (boxes in datalists are in st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
