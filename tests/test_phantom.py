@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from cxr_monai.cli import main as cli_main
+from cxr_monai.data.datalist import load_datalist, validate_datalist
 from cxr_monai.data.phantom import (
     FINDINGS,
     NIH_BBOX_HEADER,
@@ -278,3 +279,149 @@ def test_nih_datalist_builder_reads_the_phantom_csvs(phantom_dir, tmp_path):
                        phantom_dir / "images", out, base_dir=phantom_dir, box_image_size=SIZE)
     ours, theirs = _datalist(phantom_dir)["test_unhealthy"], json.loads(out.read_text())["test_unhealthy"]
     assert {e["image"]: e["boxes"] for e in theirs} == {e["image"]: e["boxes"] for e in ours}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bone-suppression pairs (--bone-pairs)
+
+PAIR_KEYS = ("bone_suppressed", "bone", "rib_mask")
+PAIR_DIRS = ("bone_suppressed", "bones", "rib_masks")
+PAIR_KWARGS = {"num_images": 6, "size": SIZE, "seed": 4, "abnormal_fraction": 0.34, "dicom_fraction": 0.5,
+               "monochrome1_fraction": 0.5}
+
+
+@pytest.fixture(scope="module")
+def bone_pair_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """The same small set written with and without the bone pairs."""
+    root = tmp_path_factory.mktemp("bone_pairs")
+    generate_phantoms(root / "pairs", bone_pairs=True, **PAIR_KWARGS)
+    generate_phantoms(root / "plain", **PAIR_KWARGS)
+    return root / "pairs", root / "plain"
+
+
+def _quantum(meta: dict) -> float:
+    """One grey level of a file as the reader maps it to [0, 1]."""
+    return 1.0 / (2 ** int(meta["bits_stored"]) - 1)
+
+
+def _rib_contrast(image: np.ndarray, rib: np.ndarray, between: np.ndarray) -> float:
+    return float(image[rib].mean() - image[between].mean())
+
+
+def _local_rib_contrast(image: np.ndarray, rib: np.ndarray, between: np.ndarray, window: int) -> float:
+    """Rib pixels against the mean of the between-rib pixels around them (removes the apex-to-base trend)."""
+    weight = between.astype(np.float64)
+    total, count = ndimage.uniform_filter(image * weight, window), ndimage.uniform_filter(weight, window)
+    near = rib & (count > 0.15)
+    return float((image - total / np.maximum(count, 1e-6))[near].mean())
+
+
+def test_bone_pairs_files_keys_and_schema(bone_pair_dirs):
+    pairs, _ = bone_pair_dirs
+    document = validate_datalist(pairs / "datalist.json")
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    entries = _entries(pairs)
+    assert len(entries) == 6
+    for entry in entries:
+        image = Path(entry["image"])
+        assert entry["bone_suppressed"] == f"bone_suppressed/{image.name}"  # the radiograph's format
+        assert entry["bone"] == f"bones/{image.name}"
+        assert entry["rib_mask"] == f"rib_masks/{image.stem}.png"
+        assert all((pairs / entry[key]).is_file() for key in PAIR_KEYS)
+    for directory in PAIR_DIRS:
+        assert len(list((pairs / directory).iterdir())) == 6
+    for key in ("training", "test", "test_unhealthy"):
+        for entry in load_datalist(pairs / "datalist.json", key):  # paths joined with the datalist's folder
+            assert all(Path(entry[name]).is_absolute() and Path(entry[name]).is_file() for name in PAIR_KEYS)
+    # derived DICOMs: the radiograph's study, bit depth and photometric; a series and instance of their own
+    dicoms = sorted((pairs / "images").glob("*.dcm"))
+    assert dicoms
+    uids = set()
+    for path in dicoms:
+        radiograph = pydicom.dcmread(path, stop_before_pixels=True)
+        uids.add(radiograph.SOPInstanceUID)
+        for directory, kind in (("bone_suppressed", "SOFT_TISSUE"), ("bones", "BONE")):
+            derived = pydicom.dcmread(pairs / directory / path.name, stop_before_pixels=True)
+            assert list(derived.ImageType) == ["DERIVED", "SECONDARY", kind]
+            assert derived.StudyInstanceUID == radiograph.StudyInstanceUID
+            assert derived.SeriesInstanceUID != radiograph.SeriesInstanceUID
+            for name in ("BitsStored", "PhotometricInterpretation", "Rows", "PixelSpacing", "WindowWidth"):
+                assert derived.get(name) == radiograph.get(name), name
+            uids.add(derived.SOPInstanceUID)
+    assert len(uids) == 3 * len(dicoms)
+
+
+def test_bone_pairs_add_up_and_the_bone_image_holds_the_ribs(bone_pair_dirs):
+    pairs, _ = bone_pair_dirs
+    for entry in _entries(pairs):
+        image, meta = read_cxr(pairs / entry["image"])
+        soft, soft_meta = read_cxr(pairs / entry["bone_suppressed"])
+        bone, bone_meta = read_cxr(pairs / entry["bone"])
+        assert meta["photometric_interpretation"] == soft_meta["photometric_interpretation"]
+        quantum = _quantum(meta)
+        assert _quantum(soft_meta) == _quantum(bone_meta) == quantum
+        # each of the three files is rounded to the nearest grey level: at most 1.5 levels apart
+        np.testing.assert_allclose(soft + bone, image, rtol=0, atol=1.5 * quantum + 1e-6)
+        assert bone.min() >= 0.0 and bone.max() > 0.1  # bones bright on black
+        lungs, rib = _mask(pairs / entry["lung_mask"]), _mask(pairs / entry["rib_mask"])
+        between = lungs & ~rib
+        assert not (rib & ~lungs).any() and 0.2 < rib.sum() / lungs.sum() < 0.8
+        # the bone image is ~0 off the ribs and clavicles
+        assert np.abs(bone[between]).mean() < 0.02 * np.abs(bone[rib]).mean(), entry["image"]
+        assert bone[rib].mean() > 0.05
+        assert np.median(bone[~lungs & (ndimage.distance_transform_edt(~lungs) > 3)]) == 0.0
+        # rib contrast: clear in the radiograph, gone from the soft-tissue image. Whole-lung means keep a
+        # little of it even there (ribs crowd the brighter apices), a local background removes that
+        contrast = _rib_contrast(image, rib, between)
+        assert contrast > 0.05, entry["image"]
+        assert abs(_rib_contrast(soft, rib, between)) < 0.25 * contrast, entry["image"]
+        window = SIZE // 16
+        local = _local_rib_contrast(image, rib, between, window)
+        assert local > 0.05 and abs(_local_rib_contrast(soft, rib, between, window)) < 0.1 * local, entry["image"]
+
+
+def test_bone_pairs_leave_every_other_output_unchanged(bone_pair_dirs):
+    pairs, plain = bone_pair_dirs
+    with_pairs, without = _files(pairs), _files(plain)
+    assert not any(name.startswith(PAIR_DIRS) for name in without)
+    assert not any((plain / directory).exists() for directory in PAIR_DIRS)
+    assert all(with_pairs[name] == data for name, data in without.items() if name != "datalist.json")
+    assert sorted(set(with_pairs) - set(without)) == sorted(
+        f"{directory}/{name}" for directory in PAIR_DIRS for name in
+        (p.name if directory != "rib_masks" else f"{p.stem}.png" for p in (plain / "images").iterdir()))
+    plain_document, pair_document = _datalist(plain), _datalist(pairs)
+    assert not any(key in entry for entry in _entries(plain) for key in PAIR_KEYS)
+    for key in ("training", "validation", "test", "test_unhealthy"):
+        assert [{k: v for k, v in entry.items() if k not in PAIR_KEYS} for entry in pair_document[key]] == \
+            plain_document[key]
+
+
+@pytest.mark.parametrize("size", [96, 256])
+def test_make_phantom_bone_pair_leaves_the_radiograph_bit_identical(size):
+    findings = ("Nodule", "Effusion")
+    plain = make_phantom(size, seed=6, findings=findings)
+    paired = make_phantom(size, seed=6, findings=findings, bone_pairs=True)
+    assert plain.soft_tissue is None and plain.bone is None and plain.rib_mask is None
+    assert plain.between_rib_mask is None
+    assert paired.image.tobytes() == plain.image.tobytes()
+    assert np.array_equal(paired.lung_mask, plain.lung_mask) and paired.lung_boxes == plain.lung_boxes
+    assert [(lesion.finding, lesion.box) for lesion in paired.lesions] == \
+        [(lesion.finding, lesion.box) for lesion in plain.lesions]
+    assert paired.soft_tissue.dtype == paired.bone.dtype == np.float32
+    assert paired.soft_tissue.min() >= 0.0 and paired.soft_tissue.max() <= 1.0
+    np.testing.assert_allclose(paired.soft_tissue + paired.bone, paired.image, rtol=0, atol=1e-6)
+    assert paired.bone.min() >= 0.0
+    # the lesions stay in the soft-tissue image: the pair differs by the ribs and clavicles only
+    assert np.array_equal(paired.between_rib_mask, paired.lung_mask & ~paired.rib_mask)
+    assert paired.bone[paired.between_rib_mask].mean() < 0.02 * paired.bone[paired.rib_mask].mean()
+
+
+def test_cli_bone_pairs_and_overwrite_without_them(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "2", "--size", "64", "--bone-pairs"]) == 0
+    assert "bone pairs" in capsys.readouterr().out
+    assert all(len(list((out / directory).iterdir())) == 2 for directory in PAIR_DIRS)
+    assert all(key in entry for entry in _entries(out) for key in PAIR_KEYS)
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "2", "--size", "64", "--overwrite"]) == 0
+    assert not any(any((out / directory).iterdir()) for directory in PAIR_DIRS)  # stale pairs removed
+    assert not any(key in entry for entry in _entries(out) for key in PAIR_KEYS)

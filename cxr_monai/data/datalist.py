@@ -2,8 +2,9 @@
 
 The builders (label files or a folder of radiographs -> MONAI decathlon-style JSON) live in
 :mod:`cxr_monai.data.builders`: :func:`~cxr_monai.data.builders.nih.build_nih_datalist`,
-:func:`~cxr_monai.data.builders.folder.build_folder_datalist` and the lung-mask builders of
-:mod:`cxr_monai.data.builders.lung_masks`; they share the helpers of this module.
+:func:`~cxr_monai.data.builders.folder.build_folder_datalist`, the lung-mask builders of
+:mod:`cxr_monai.data.builders.lung_masks` and the bone-suppression pairs of
+:mod:`cxr_monai.data.builders.bone_pairs`; they share the helpers of this module.
 
 Every list follows docs/data_contract.md and ``cxr_monai/schemas/datalist.schema.json``: the keys
 ``training``, ``validation``, ``test`` (healthy images) and ``test_unhealthy`` (abnormal images with their
@@ -30,6 +31,8 @@ Command line::
     python -m cxr_monai datalist folder --image-dir lesions/images --mask-dir lesions/lung_masks \\
         --lesion-mask-dir lesions/lesion_masks --boxes lesions/boxes.csv --labels lesions/labels.csv \\
         --keep-lesion-images --out lesions.json
+    python -m cxr_monai datalist bone-pairs --image-dir jsrt/images --soft-tissue-dir jsrt/soft_tissue \\
+        --out jsrt_bse.json
     python -m cxr_monai datalist validate nih_pa.json
 """
 
@@ -82,7 +85,7 @@ DEFAULT_VAL_FRACTION = 0.03
 DEFAULT_TEST_FRACTION = 0.02
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 # Paths the loader joins with base_dir; every other key is returned exactly as stored.
-PATH_KEYS = ("image", "lung_mask", "lesion_mask", "target", "bone_suppressed", "lateral")
+PATH_KEYS = ("image", "lung_mask", "lesion_mask", "target", "bone_suppressed", "bone", "rib_mask", "lateral")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -501,7 +504,8 @@ def load_datalist(
     ``min_entries`` makes a split that a run cannot do without (e.g. ``training``) an error at load time,
     naming the file and the split, instead of a failure deep inside the run.
 
-    Reads with ``monai.data.load_decathlon_datalist``; ``image``, ``lung_mask`` and ``lesion_mask`` are
+    Reads with ``monai.data.load_decathlon_datalist``; the path keys (:data:`PATH_KEYS`: ``image``,
+    ``lung_mask``, ``lesion_mask``, ``target``, ``bone_suppressed``, ``bone``, ``rib_mask``, ``lateral``) are
     joined with ``base_dir`` (default: the datalist's folder), every other key is returned as stored (MONAI
     would also join a name such as ``"PA"`` that happens to exist as a file in ``base_dir``).
 
@@ -558,22 +562,28 @@ def load_datalist(
 # command line
 
 
-def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_split_arguments(parser: argparse.ArgumentParser, *, val_fraction: float = DEFAULT_VAL_FRACTION,
+                         test_fraction: float = DEFAULT_TEST_FRACTION) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="JSON", help="datalist file to write")
-    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
-                        help=f"share of the images split, the healthy ones (folder --keep-lesion-images: and those "
-                             f"with lesions), for validation (default {DEFAULT_VAL_FRACTION}: the "
-                             "context-encoder paper's 1,760 of 61,241)")
-    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, metavar="F",
-                        help=f"least share of the images split for test (default {DEFAULT_TEST_FRACTION})")
+    val_help = (f"share of the images split, the healthy ones (folder --keep-lesion-images: and those with lesions), "
+                f"for validation (default {DEFAULT_VAL_FRACTION}: the context-encoder paper's 1,760 of 61,241)"
+                if val_fraction == DEFAULT_VAL_FRACTION else
+                f"share of the images split for validation (default {val_fraction})")
+    parser.add_argument("--val-fraction", type=float, default=val_fraction, metavar="F", help=val_help)
+    parser.add_argument("--test-fraction", type=float, default=test_fraction, metavar="F",
+                        help=f"least share of the images split for test (default {test_fraction})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     parser.add_argument("--base-dir", type=Path, default=None, metavar="DIR",
                         help="directory the paths are relative to (the bundles' --dataset_dir)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt`` and ``validate``."""
+    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs`` and ``validate``."""
     # imported here: the builder modules import this one
+    from cxr_monai.data.builders.bone_pairs import (
+        BONE_PAIR_TEST_FRACTION,
+        BONE_PAIR_VAL_FRACTION,
+    )
     from cxr_monai.data.builders.folder import build_folder_datalist
     from cxr_monai.data.builders.nih import NIH_BOX_IMAGE_SIZE, build_nih_datalist
 
@@ -681,6 +691,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_split_arguments(jsrt)
     jsrt.set_defaults(_build_datalist=_run_jsrt)
 
+    bone_pairs = sources.add_parser(
+        "bone-pairs", help="radiographs with their soft-tissue (bone-suppressed) and/or bone images, paired by stem",
+        description="Build a bone-suppression datalist: each image under --image-dir (PNG, JPEG, DICOM or JSRT "
+                    ".IMG) with the file of the same stem (any image suffix) under --soft-tissue-dir "
+                    "(bone_suppressed) and/or --bone-dir (bone), of its stored size; split by patient into "
+                    "training, validation and test. Unpaired, mismatched and unreadable files are rejected with "
+                    "their reason.")
+    bone_pairs.add_argument("--image-dir", required=True, type=Path, metavar="DIR",
+                            help="folder of the radiographs (any depth), e.g. the JSRT .IMG files")
+    bone_pairs.add_argument("--soft-tissue-dir", type=Path, default=None, metavar="DIR",
+                            help="folder of the soft-tissue / bone-suppressed images, <stem>.* like their images "
+                                 "(datalist key bone_suppressed)")
+    bone_pairs.add_argument("--bone-dir", type=Path, default=None, metavar="DIR",
+                            help="folder of the bone images, <stem>.* like their images (datalist key bone); at "
+                                 "least one of --soft-tissue-dir and --bone-dir")
+    bone_pairs.add_argument("--labels", type=Path, default=None, metavar="CSV",
+                            help="CSV with an image column and a patient column (as datalist folder --labels reads "
+                                 "it): a patient's images land in one split; default: every image its own patient")
+    bone_pairs.add_argument("--patient-column", default="patient", metavar="NAME",
+                            help="the labels CSV's patient column (default patient); patient IDs are never written")
+    bone_pairs.add_argument("--name", default=None,
+                            help="datalist name (default: the name of the folder holding the image folders)")
+    _add_split_arguments(bone_pairs, val_fraction=BONE_PAIR_VAL_FRACTION, test_fraction=BONE_PAIR_TEST_FRACTION)
+    bone_pairs.set_defaults(_build_datalist=_run_bone_pairs)
+
     validate = sources.add_parser("validate", help="check datalist files against the schema",
                                   description=validate_datalist.__doc__.split("\n\n")[0])
     validate.add_argument("files", nargs="+", type=Path, metavar="JSON")
@@ -743,6 +778,16 @@ def _run_jsrt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bone_pairs(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.bone_pairs import build_bone_pair_datalist
+
+    summary = build_bone_pair_datalist(args.image_dir, args.out, soft_tissue_dir=args.soft_tissue_dir,
+                                       bone_dir=args.bone_dir, labels=args.labels,
+                                       patient_column=args.patient_column, **_split_options(args))
+    print(summary.format())
+    return 0
+
+
 def _run_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
@@ -758,8 +803,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|validate``; rejected files go to stderr, the summary to
-    stdout."""
+    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|validate``; rejected files go to stderr, the
+    summary to stdout."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

@@ -33,6 +33,14 @@ Files written under the output directory:
 - ``datalist.json`` (docs/data_contract.md): healthy images split into ``training`` / ``validation`` /
   ``test`` by patient (patients with an abnormal image are all in ``test``), abnormal images in
   ``test_unhealthy`` with ``boxes``, ``box_labels``, ``findings`` and ``lesion_mask``.
+- With ``bone_pairs=True`` (``--bone-pairs``), for bone suppression, each image's pair in the image's own format
+  (16-bit PNG, or DICOM with the radiograph's bit depth, photometric interpretation and window, in a series of
+  its own): ``bone_suppressed/phantom_00000.png``, the same phantom (same anatomy, pose, exposure, lesions and
+  noise) without ribs and clavicles, the spine kept; ``bones/phantom_00000.png``, the radiograph minus that
+  image in [0, 1] display space (ribs and clavicles bright on black, like a dual-energy bone image); and
+  ``rib_masks/phantom_00000.png`` (uint8 0/255), the lung pixels on a rib or clavicle. Datalist keys
+  ``bone_suppressed``, ``bone`` and ``rib_mask``. Without it every file is the same as before, byte for byte.
+  See :class:`PhantomRadiograph` for the exact definitions.
 
 The same seed gives byte-identical files (DICOM UIDs are derived from the seed; there are no timestamps).
 Cost: about 0.16 s of one CPU core per 1024 px image, files included (smooth anatomy is drawn at half
@@ -66,6 +74,7 @@ __all__ = [
     "FINDINGS",
     "NIH_BBOX_HEADER",
     "NIH_DATA_ENTRY_HEADER",
+    "RIB_MASK_THRESHOLD",
     "PhantomLesion",
     "PhantomRadiograph",
     "PhantomSummary",
@@ -441,6 +450,9 @@ _HILUM = 0.06
 _VESSEL = 0.24  # peak density of a vessel of radius 0.02 (canonical); thinner ones: ~ radius ** 1.25
 _GASTRIC_BUBBLE = 0.22
 
+RIB_MASK_THRESHOLD = 0.1
+"""A lung pixel is in :attr:`PhantomRadiograph.rib_mask` when its rib-and-clavicle bone profile is at least this."""
+
 
 @dataclass
 class PhantomLesion:
@@ -456,12 +468,46 @@ class PhantomRadiograph:
     """A rendered phantom: ``image`` float32 ``(H, W)`` in [0, 1] with lungs dark, ``lung_mask`` bool, lesions.
 
     ``lung_boxes`` holds one box per lung, left to right, like :attr:`PhantomLesion.box`.
+
+    Rendered with ``bone_pairs=True`` (:func:`make_phantom`), the bone-suppression pair of the same phantom (the
+    same anatomy, pose, exposure, lesions and noise); ``None`` otherwise:
+
+    - ``soft_tissue``: float32 ``(H, W)`` in [0, 1], the radiograph rendered without the ribs and clavicles (the
+      "bone-suppressed" image). Only ribs and clavicles are left out: the spine (and every other structure) stays
+      in it, unlike a dual-energy soft-tissue image, which keeps no bone at all.
+    - ``bone``: float32 ``(H, W)``, ``image - soft_tissue`` in display space, before quantisation, so that
+      ``soft_tissue + bone == image`` up to float rounding. Physically it is the ribs' and clavicles' contribution
+      to the displayed radiograph, like the bone image of a dual-energy pair (bones bright on black). It is
+      >= 0, and exactly 0 wherever no rib or clavicle lies. Both images carry the radiograph's noise realisation
+      (whose level follows the radiograph's density), so the noise cancels in ``bone`` except where the exposure
+      curve (clipping, gamma) bends it.
+    - ``rib_mask``: bool ``(H, W)``, the lung pixels (``lung_mask``) whose rib-and-clavicle bone profile is at
+      least :data:`RIB_MASK_THRESHOLD`, 0.1 (profile: each bone's projected density over its peak density, about
+      1 on a rib's axis against full lung air, up to about 1.3 on its cortical rims, fading with the rib cage's
+      medial, lateral and diaphragmatic fades, 0 between the ribs; summed where bones cross; for images of
+      512 px and more drawn at half resolution and upsampled bilinearly, like the bone density). The between-rib
+      lung pixels are :attr:`between_rib_mask`, ``lung_mask & ~rib_mask``; the mean of ``bone`` there is under
+      0.5 % of its mean on ``rib_mask`` (under 0.1 % below 512 px, where nothing is upsampled).
+
+    Residual rib contrast of a bone-suppression network: mean intensity on ``rib_mask`` minus mean intensity on
+    ``between_rib_mask``. It is not 0 for the ideal output, ``soft_tissue``: ribs crowd the brighter apices and
+    lung borders and are sparse over the darker bases, so whole-lung means differ by up to about 0.02, a fifth of
+    the radiograph's 0.07-0.10. Compare a prediction with the same measure on ``soft_tissue`` (or subtract a
+    local background) rather than with 0.
     """
 
     image: np.ndarray
     lung_mask: np.ndarray
     lung_boxes: list[tuple[int, int, int, int]]
     lesions: list[PhantomLesion] = field(default_factory=list)
+    soft_tissue: np.ndarray | None = None
+    bone: np.ndarray | None = None
+    rib_mask: np.ndarray | None = None
+
+    @property
+    def between_rib_mask(self) -> np.ndarray | None:
+        """Lung pixels off the ribs and clavicles, ``lung_mask & ~rib_mask`` (``None`` without the bone pair)."""
+        return None if self.rib_mask is None else self.lung_mask & ~self.rib_mask
 
     @property
     def findings(self) -> list[str]:
@@ -478,9 +524,14 @@ class PhantomRadiograph:
 
 
 class _Layers:
-    """Canonical coordinates of every pixel at one resolution, and the anatomy drawn on them."""
+    """Canonical coordinates of every pixel at one resolution, and the anatomy drawn on them.
 
-    def __init__(self, anatomy: _PatientAnatomy, pose: _Pose):
+    With ``bone_layer``, the ribs and clavicles are also kept apart: ``bone`` holds their density (the part of
+    ``density`` they added) and ``bone_profile`` their dimensionless projected thickness (see
+    :func:`_render_ribs_and_clavicles`); both stay ``None`` otherwise.
+    """
+
+    def __init__(self, anatomy: _PatientAnatomy, pose: _Pose, bone_layer: bool = False):
         self.anatomy, self.pose = anatomy, pose
         self.cu, self.cv = pose.grid()
         shape = self.cu.shape
@@ -488,6 +539,8 @@ class _Layers:
         self.air = np.zeros(shape, np.float32)  # 0..1: how much lung air a pixel sees
         self.lung_sdf = np.full(shape, -1.0, np.float32)  # > 0 in the visible lungs (heart, aortic knob cut out)
         self.vessels = np.zeros(shape, np.float32)
+        self.bone = np.zeros(shape, np.float32) if bone_layer else None  # ribs + clavicles, within density
+        self.bone_profile = np.zeros(shape, np.float32) if bone_layer else None
 
 
 def _render_body(layers: _Layers) -> None:
@@ -532,7 +585,15 @@ def _render_lungs_and_heart(layers: _Layers) -> None:
 
 
 def _render_ribs_and_clavicles(layers: _Layers) -> None:
+    """Add the ribs and clavicles to ``layers.density`` (and, when kept, to ``bone`` and ``bone_profile``).
+
+    The bone profile is each bone's density divided by its peak density constant (``_POSTERIOR_RIB``,
+    ``_ANTERIOR_RIB``, ``_CLAVICLE``), summed where bones cross: about 1 on a rib's axis seen against full lung
+    air, up to about 1.3 on its cortical rims, fading with the rib cage's medial, lateral and diaphragmatic
+    fades, 0 between the ribs. ``density`` gets exactly the values it got before the bone layer existed.
+    """
     a, pose = layers.anatomy, layers.pose
+    keep = layers.bone is not None
     for side, lung, posterior, anterior, clavicle in zip(_SIDES, a.lungs, a.posterior_ribs, a.anterior_ribs,
                                                          a.clavicle):
         # each family is drawn in its own canonical box only; the cage ends 0.12 beyond the lung
@@ -544,7 +605,12 @@ def _render_ribs_and_clavicles(layers: _Layers) -> None:
             cage = _smoothstep(0.0, 0.05, lung.lateral_t(v) + 0.07 - t)
             cage *= 1.0 - 0.8 * _smoothstep(0.0, 0.15, v - lung.dome_v(t))
             cage *= 0.4 + 0.6 * layers.air[sl]  # ribs show best against lung air
-            layers.density[sl] += density * cage * ribs.render(t, v)
+            rendered = ribs.render(t, v)
+            added = density * cage * rendered
+            layers.density[sl] += added
+            if keep:
+                layers.bone[sl] += added
+                layers.bone_profile[sl] += cage * rendered
         # clavicle: a gently S-shaped tube from the sternal end (t0) out to the shoulder
         v0, slope, bend, length = clavicle
         t0 = 0.06
@@ -558,7 +624,12 @@ def _render_ribs_and_clavicles(layers: _Layers) -> None:
         half = 0.026 * (1.0 + 0.4 * np.exp(-np.square(s / 0.08)))
         z = (v - centre) / (half * np.sqrt(1.0 + tilt * tilt))
         ends = _smoothstep(-0.02, 0.02, s) * _smoothstep(1.02, 0.96, s)
-        layers.density[sl] += _CLAVICLE * _bone_profile(z, cortex=0.4) * ends
+        profile = _bone_profile(z, cortex=0.4)
+        added = _CLAVICLE * profile * ends
+        layers.density[sl] += added
+        if keep:
+            layers.bone[sl] += added
+            layers.bone_profile[sl] += profile * ends
 
 
 def _render_spine_and_trachea(layers: _Layers) -> None:
@@ -951,12 +1022,18 @@ def _sample_acquisition(rng: np.random.Generator, size: int) -> _Acquisition:
 
 
 def _render(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.Generator,
-            findings: Sequence[str]) -> PhantomRadiograph:
+            findings: Sequence[str], bone_pairs: bool = False) -> PhantomRadiograph:
+    """Render one radiograph; with ``bone_pairs`` also its soft-tissue and bone images and rib mask.
+
+    The bone pair draws nothing from ``rng`` and leaves the radiograph bit-identical: the soft-tissue image is
+    the radiograph's density less the rib-and-clavicle layer, with the same noise added, through the same
+    exposure curve.
+    """
     pose = acquisition.pose
     size = pose.size
     # smooth anatomy at half resolution for large images, thin vessels, lesions and noise at full resolution
     factor = 2 if size >= 512 and size % 2 == 0 else 1
-    coarse = _Layers(anatomy, _Pose(size // factor, pose.angle, pose.scale, pose.shift))
+    coarse = _Layers(anatomy, _Pose(size // factor, pose.angle, pose.scale, pose.shift), bone_layer=bone_pairs)
     _render_anatomy(coarse)
     gx, gy = acquisition.gradient
     coarse.density += gx * coarse.cu + gy * coarse.cv
@@ -978,29 +1055,54 @@ def _render(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.
         if vessel_gain is not None:  # lesions that hide the vessel markings behind them
             vessels = coarse.vessels if fine is None else _upsample2(coarse.vessels) + fine
             density += (vessel_gain - 1.0) * vessels * air
+    if bone_pairs:
+        bone_density, bone_profile = ((coarse.bone, coarse.bone_profile) if fine is None else
+                                      (_upsample2(coarse.bone), _upsample2(coarse.bone_profile)))
+        soft_density = density - bone_density  # everything but the ribs and clavicles, before the noise
     # Poisson-like quantum noise grows where fewer photons arrive (dense regions), plus electronic noise
     sigma = acquisition.quantum_noise * np.exp(1.2 * (density - 0.5)) + acquisition.electronic_noise
-    density += sigma * rng.standard_normal(density.shape, dtype=np.float32)
-    image = np.clip(acquisition.exposure_gain * density + acquisition.exposure_offset, 0.0, 1.0)
-    image **= acquisition.gamma
+    noise = sigma * rng.standard_normal(density.shape, dtype=np.float32)
+    density += noise
+
+    def expose(d: np.ndarray) -> np.ndarray:
+        shown = np.clip(acquisition.exposure_gain * d + acquisition.exposure_offset, 0.0, 1.0)
+        shown **= acquisition.gamma
+        return shown
+
+    image = expose(density)
     right = pose.right_half()
     lung_boxes = [box for box in (_bbox(lungs & ~right), _bbox(lungs & right)) if box is not None]
-    return PhantomRadiograph(image=image, lung_mask=lungs, lung_boxes=lung_boxes, lesions=lesions)
+    radiograph = PhantomRadiograph(image=image, lung_mask=lungs, lung_boxes=lung_boxes, lesions=lesions)
+    if bone_pairs:
+        soft_density += noise  # the radiograph's noise realisation, so that it cancels in the bone image
+        radiograph.soft_tissue = expose(soft_density)
+        radiograph.bone = image - radiograph.soft_tissue
+        radiograph.rib_mask = lungs & (bone_profile >= RIB_MASK_THRESHOLD)
+    return radiograph
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def make_phantom(size: int = 256, seed: int = 0, findings: Sequence[str] = ()) -> PhantomRadiograph:
+def make_phantom(size: int = 256, seed: int = 0, findings: Sequence[str] = (), *,
+                 bone_pairs: bool = False) -> PhantomRadiograph:
     """Render one phantom in memory: float32 ``(size, size)`` in [0, 1], lungs dark, with its masks.
 
     ``findings`` lists lesion types from :data:`FINDINGS` to draw (repeat a name for several); a lesion that
     cannot fit, e.g. a second pleural lesion on a side that already has one, is left out.
 
+    ``bone_pairs``: also render the soft-tissue (rib- and clavicle-free) image, the bone image and the rib mask
+    (:class:`PhantomRadiograph`); the radiograph itself is the same, bit for bit, either way.
+
     >>> radiograph = make_phantom(256, seed=1, findings=("Nodule",))
     >>> radiograph.image.shape, radiograph.findings
     ((256, 256), ['Nodule'])
+    >>> paired = make_phantom(256, seed=1, findings=("Nodule",), bone_pairs=True)
+    >>> bool((paired.image == radiograph.image).all())
+    True
+    >>> bool(np.allclose(paired.soft_tissue + paired.bone, paired.image, rtol=0, atol=1e-6))
+    True
     """
     _check_size(size)
     unknown = sorted(set(findings) - set(FINDINGS))
@@ -1008,7 +1110,7 @@ def make_phantom(size: int = 256, seed: int = 0, findings: Sequence[str] = ()) -
         raise ValueError(f"unknown findings {unknown}; expected names from {list(FINDINGS)}")
     anatomy = _sample_patient(_rng(seed, 1))
     image_rng = _rng(seed, 2)
-    return _render(anatomy, _sample_acquisition(image_rng, size), image_rng, findings)
+    return _render(anatomy, _sample_acquisition(image_rng, size), image_rng, findings, bone_pairs)
 
 
 def _check_size(size: int) -> None:
@@ -1124,8 +1226,20 @@ def _patient_age(anatomy: _PatientAnatomy, plan: _ImagePlan) -> int:
     return anatomy.age + (120 * plan.follow_up) // 365
 
 
-def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _PatientAnatomy, seed: int) -> None:
-    """A CR Image Storage file with synthetic patient fields (PHANTOM^00003...) and no real identifiers."""
+# derived images of the bone pair, written as DICOM next to a DICOM radiograph: ImageType value 3, series
+# number and description
+_DERIVED_SERIES = {"bone_suppressed": ("SOFT_TISSUE", 2, "CHEST PA SOFT TISSUE (RIBS AND CLAVICLES REMOVED)"),
+                   "bone": ("BONE", 3, "CHEST PA BONE (RIBS, CLAVICLES)")}
+
+
+def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _PatientAnatomy, seed: int,
+                 derived: str | None = None) -> None:
+    """A CR Image Storage file with synthetic patient fields (PHANTOM^00003...) and no real identifiers.
+
+    ``derived`` (a key of ``_DERIVED_SERIES``): an image of the bone pair, in the radiograph's study with its own
+    series and instance UIDs and ImageType DERIVED, SECONDARY, then SOFT_TISSUE or BONE; the radiograph's bit
+    depth, photometric interpretation and window.
+    """
     size = image.shape[0]
     max_value = (1 << plan.bits_stored) - 1
     pixels = np.rint(image * max_value).astype(np.uint16)
@@ -1135,7 +1249,8 @@ def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _Pati
     def uid(*parts: object) -> str:
         return generate_uid(entropy_srcs=["cxr-monai phantom", str(seed), *map(str, parts)])
 
-    sop_instance_uid = uid("image", plan.index)
+    derived_parts = () if derived is None else (derived,)
+    sop_instance_uid = uid("image", plan.index, *derived_parts)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
@@ -1146,7 +1261,7 @@ def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _Pati
     date = _study_date(plan).strftime("%Y%m%d")
     age = _patient_age(anatomy, plan)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.ImageType = ["DERIVED", "PRIMARY"] if derived is None else ["DERIVED", "SECONDARY", _DERIVED_SERIES[derived][0]]
     ds.SOPClassUID = ComputedRadiographyImageStorage
     ds.SOPInstanceUID = sop_instance_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
@@ -1165,9 +1280,11 @@ def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _Pati
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = "PA"
     ds.StudyInstanceUID = uid("study", plan.patient, plan.follow_up)
-    ds.SeriesInstanceUID = uid("series", plan.patient, plan.follow_up)
+    ds.SeriesInstanceUID = uid("series", plan.patient, plan.follow_up, *derived_parts)
     ds.StudyID = f"{plan.follow_up + 1}"
     ds.SeriesNumber = 1
+    if derived is not None:
+        ds.SeriesNumber, ds.SeriesDescription = _DERIVED_SERIES[derived][1:]
     ds.InstanceNumber = 1
     ds.PatientOrientation = ["L", "F"]  # rows run to the patient's left, columns to the feet
     ds.SamplesPerPixel = 1
@@ -1207,6 +1324,7 @@ class PhantomSummary:
     datalist: Path
     data_entry_csv: Path
     bbox_csv: Path
+    bone_pairs: bool = False  # bone_suppressed/, bones/ and rib_masks/ written too
 
     @property
     def num_images(self) -> int:
@@ -1215,23 +1333,27 @@ class PhantomSummary:
     def format(self) -> str:
         findings = ", ".join(f"{name} {count}" for name, count in self.finding_counts.items()) or "none"
         splits = ", ".join(f"{key} {count}" for key, count in self.splits.items())
+        pairs = "; bone pairs in bone_suppressed/, bones/, rib_masks/" if self.bone_pairs else ""
         return (f"{self.num_images} phantoms of {self.size} px ({self.num_patients} patients) in {self.out_dir}: "
                 f"{self.num_abnormal} abnormal ({findings}); {self.num_dicom} DICOM "
-                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}")
+                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}{pairs}")
 
 
 _OUTPUT_PATTERNS = ("images/phantom_*.png", "images/phantom_*.dcm", "masks/lungs/phantom_*.png",
-                    "masks/lesions/phantom_*.png", "datalist.json", "Data_Entry_2017.csv", "BBox_List_2017.csv")
+                    "masks/lesions/phantom_*.png", "datalist.json", "Data_Entry_2017.csv", "BBox_List_2017.csv",
+                    "bone_suppressed/phantom_*.png", "bone_suppressed/phantom_*.dcm", "bones/phantom_*.png",
+                    "bones/phantom_*.dcm", "rib_masks/phantom_*.png")
+_BONE_PAIR_DIRS = {"bone_suppressed": "bone_suppressed", "bone": "bones", "rib_mask": "rib_masks"}  # datalist key
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _prepare_out_dir(out_dir: Path, overwrite: bool, bone_pairs: bool = False) -> None:
     previous = [path for pattern in _OUTPUT_PATTERNS for path in sorted(out_dir.glob(pattern))]
     if previous and not overwrite:
         raise FileExistsError(f"{out_dir}: already holds phantom files ({previous[0].relative_to(out_dir)}, ...); "
                               "pass overwrite=True (--overwrite) to replace them")
     for path in previous:  # only files this generator writes; anything else in the directory stays
         path.unlink()
-    for sub in ("images", "masks/lungs", "masks/lesions"):
+    for sub in ("images", "masks/lungs", "masks/lesions", *(_BONE_PAIR_DIRS.values() if bone_pairs else ())):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -1262,6 +1384,7 @@ def generate_phantoms(
     monochrome1_fraction: float = 0.5,
     *,
     overwrite: bool = False,
+    bone_pairs: bool = False,
 ) -> PhantomSummary:
     """Write ``num_images`` phantoms with masks, NIH-style CSVs and a datalist under ``out_dir``.
 
@@ -1271,6 +1394,10 @@ def generate_phantoms(
     - Synthetic patients have one to four follow-up images; the datalist splits healthy images by patient
       (15 % validation, at least 15 % test; every patient with an abnormal image is in test).
     - ``overwrite``: replace the phantom files of an earlier run (other files in ``out_dir`` stay).
+    - ``bone_pairs``: also write each image's bone-suppression pair, the soft-tissue image (ribs and clavicles
+      left out) in ``bone_suppressed/`` and the bone image in ``bones/``, in the radiograph's format, and its rib
+      mask in ``rib_masks/``; datalist keys ``bone_suppressed``, ``bone`` and ``rib_mask``
+      (:class:`PhantomRadiograph`). Every other file is the same, byte for byte, with or without them.
 
     The same arguments give byte-identical files. See the module docstring for the layout.
 
@@ -1287,7 +1414,7 @@ def generate_phantoms(
         _check_fraction(name, value)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _prepare_out_dir(out_dir, overwrite)
+    _prepare_out_dir(out_dir, overwrite, bone_pairs)
 
     plans = _plan_images(num_images, seed, abnormal_fraction, dicom_fraction, monochrome1_fraction)
     data_entry, bbox_list = [NIH_DATA_ENTRY_HEADER], [NIH_BBOX_HEADER]
@@ -1297,15 +1424,15 @@ def generate_phantoms(
         if plan.follow_up == 0:
             anatomy = _sample_patient(_rng(seed, 1, plan.patient))
         image_rng = _rng(seed, 2, plan.index)
-        radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, plan.findings)
+        radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, plan.findings, bone_pairs)
         if plan.findings and not radiograph.lesions:  # nothing fitted: try once more with a small nodule
-            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, ("Nodule",))
+            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, ("Nodule",), bone_pairs)
         entries[plan.index], entry_row, box_rows = _write_phantom(out_dir, plan, radiograph, anatomy, seed)
         data_entry.append(entry_row)
         bbox_list.extend(box_rows)
         finding_counts.update(radiograph.findings)
 
-    document = _datalist_document(plans, entries, size, seed)
+    document = _datalist_document(plans, entries, size, seed, bone_pairs)
     datalist, data_entry_csv, bbox_csv = (out_dir / "datalist.json", out_dir / "Data_Entry_2017.csv",
                                           out_dir / "BBox_List_2017.csv")
     datalist.write_text(_datalist_json(document), encoding="utf-8", newline="\n")
@@ -1319,7 +1446,7 @@ def generate_phantoms(
         num_monochrome1=sum(plan.monochrome1 for plan in dicoms),
         finding_counts={name: finding_counts[name] for name in FINDINGS if finding_counts[name]},
         splits={key: len(document[key]) for key in _SPLIT_KEYS},
-        datalist=datalist, data_entry_csv=data_entry_csv, bbox_csv=bbox_csv)
+        datalist=datalist, data_entry_csv=data_entry_csv, bbox_csv=bbox_csv, bone_pairs=bone_pairs)
 
 
 def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograph, anatomy: _PatientAnatomy,
@@ -1348,10 +1475,20 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
             x0, y0, x1, y1 = (float(v) for v in lesion.box)
             box_rows.append(f"{plan.image_name},{lesion.finding},{x0!r},{y0!r},{x1 - x0!r},{y1 - y0!r}")
     entry["view"] = "PA"
+    if radiograph.rib_mask is not None:  # the bone pair, when rendered
+        for key, picture in (("bone_suppressed", radiograph.soft_tissue), ("bone", radiograph.bone)):
+            entry[key] = f"{_BONE_PAIR_DIRS[key]}/{plan.image_name}"
+            if plan.dicom:
+                _write_dicom(out_dir / entry[key], picture, plan, anatomy, seed, derived=key)
+            else:
+                _write_image_png(out_dir / entry[key], picture)
+        entry["rib_mask"] = f"{_BONE_PAIR_DIRS['rib_mask']}/{plan.stem}.png"
+        _write_mask_png(out_dir / entry["rib_mask"], radiograph.rib_mask)
     return entry, entry_row, box_rows
 
 
-def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], size: int, seed: int) -> dict:
+def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], size: int, seed: int,
+                       bone_pairs: bool = False) -> dict:
     abnormal_patients = {plan.patient for plan in plans if entries[plan.index]["label"]}
     healthy_by_patient = Counter(plan.patient for plan in plans if not entries[plan.index]["label"])
     by_name = split_groups(
@@ -1368,7 +1505,10 @@ def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], si
             f"{len(plans)} synthetic chest radiographs ({size} px, seed {seed}) written by "
             "cxr_monai.data.phantom. training/validation/test: healthy images split by synthetic patient "
             "(patients with an abnormal image are all in test); test_unhealthy: images with lesions, boxes "
-            "[x_min, y_min, x_max, y_max] in pixels. Paths are relative to this file's directory."),
+            "[x_min, y_min, x_max, y_max] in pixels. Paths are relative to this file's directory."
+            + (" bone_suppressed: the image without ribs and clavicles (spine kept); bone: the image minus "
+               "bone_suppressed (ribs and clavicles, bright); rib_mask: lung pixels on a rib or clavicle."
+               if bone_pairs else "")),
         **{key: [] for key in _SPLIT_KEYS}}
     for plan in plans:
         entry = entries[plan.index]
@@ -1415,6 +1555,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monochrome1-fraction", type=_fraction, default=0.5,
                         help="share of the DICOM images stored MONOCHROME1 (default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="replace the phantom files of an earlier run")
+    parser.add_argument("--bone-pairs", action="store_true",
+                        help="also write each image without ribs and clavicles (bone_suppressed/), the bone image "
+                             "(bones/) and the rib mask (rib_masks/), for bone suppression")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1422,7 +1565,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summary = generate_phantoms(args.out, args.num_images, args.size, args.seed, args.abnormal_fraction,
-                                    args.dicom_fraction, args.monochrome1_fraction, overwrite=args.overwrite)
+                                    args.dicom_fraction, args.monochrome1_fraction, overwrite=args.overwrite,
+                                    bone_pairs=getattr(args, "bone_pairs", False))
     except (FileExistsError, ValueError) as error:
         print(f"phantom: error: {error}", file=sys.stderr)
         return 2

@@ -1,9 +1,16 @@
 """MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches, binary masks,
 intensity
-maps (the centre holes of the context encoder are in :mod:`cxr_monai.apps.inpainting`)."""
+maps, the bone image of a soft-tissue pair (the centre holes of the context encoder are in
+:mod:`cxr_monai.apps.inpainting`)."""
 
 from __future__ import annotations
 
+from cxr_monai.transforms.bone import (
+    BoneFromSoftTissue,
+    BoneFromSoftTissueD,
+    BoneFromSoftTissued,
+    BoneFromSoftTissueDict,
+)
 from cxr_monai.transforms.intensity import from_network_range, to_network_range
 from cxr_monai.transforms.lung_boxes import (
     DEFAULT_LUNG_LAYOUT,
@@ -59,6 +66,10 @@ __all__ = [
     "BinaryMaskD",
     "BinaryMaskDict",
     "BinaryMaskd",
+    "BoneFromSoftTissue",
+    "BoneFromSoftTissueD",
+    "BoneFromSoftTissueDict",
+    "BoneFromSoftTissued",
     "JPEG_MID_GREY_LIMIT",
     "MaskError",
     "BoxCenteredPatch",
