@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: machine report, interleaved timing, tables and goal lines.
+"""Shared helpers of the benchmarks: machine report, interleaved timing, peak memory, tables and goal lines.
 
 Benchmarks run on shared, noisy machines, so every comparison is measured side by side in one process:
 the variants run round-robin (A, B, C, A, B, C, ...), each block timed by
@@ -15,7 +15,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
+import gc
 import os
 import platform
 import shlex
@@ -32,6 +34,7 @@ from torch.utils.benchmark import Timer
 
 __all__ = [
     "REPO_ROOT",
+    "PeakMemory",
     "Timing",
     "add_common_arguments",
     "cpu_model",
@@ -67,6 +70,90 @@ class Timing:
     @property
     def cpu_median(self) -> float:
         return statistics.median(self.cpu)
+
+
+class PeakMemory:
+    """Peak memory of one call above what was in use before it (bytes), or ``None`` where it cannot be measured.
+
+    On CUDA ``torch.cuda.max_memory_allocated``; on Linux the peak resident set (``VmHWM`` in ``/proc/self/status``,
+    reset through ``/proc/self/clear_refs``, after ``malloc_trim``); elsewhere the resident-set growth from
+    ``psutil`` if it is installed, else not measured. ``method`` says which, for the machine report.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._trim = self._malloc_trim()
+        if device.type == "cuda":
+            self.method = "torch.cuda.max_memory_allocated above memory_allocated before the call"
+        elif self._reset_peak_rss():
+            self.method = ("peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set "
+                           "before the call" + (", after malloc_trim" if self._trim else ""))
+        elif self._psutil() is not None:
+            self.method = "resident-set growth over the call (psutil; not its peak)"
+        else:
+            self.method = "not measured (no /proc peak RSS reset on this system and no psutil)"
+
+    @property
+    def available(self) -> bool:
+        return not self.method.startswith("not measured")
+
+    def measure(self, fn: Callable[[], Any]) -> tuple[Any, int | None]:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            result = fn()
+            torch.cuda.synchronize(self.device)
+            return result, torch.cuda.max_memory_allocated(self.device) - before
+        if self._trim is not None:
+            self._trim(0)  # hand freed heap pages back, so the baseline holds no memory the call could reuse
+        if self.method.startswith("peak resident set"):
+            self._reset_peak_rss()
+            before = self._status_bytes("VmRSS")
+            result = fn()
+            return result, self._status_bytes("VmHWM") - before
+        process = self._psutil()
+        if process is not None:
+            before = process.memory_info().rss
+            result = fn()
+            return result, process.memory_info().rss - before
+        return fn(), None
+
+    @staticmethod
+    def _reset_peak_rss() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
+            PeakMemory._status_bytes("VmHWM")
+        except (OSError, ValueError):
+            return False
+        return True
+
+    @staticmethod
+    def _status_bytes(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                value, unit = line.split()[1:3]
+                if unit != "kB":
+                    raise ValueError(f"unexpected unit in /proc/self/status: {line!r}")
+                return int(value) * 1024
+        raise ValueError(f"/proc/self/status has no {key}")
+
+    @staticmethod
+    def _psutil() -> Any:
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return psutil.Process()
+
+    @staticmethod
+    def _malloc_trim() -> Callable[[int], int] | None:
+        try:
+            return ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            return None
 
 
 def measure_interleaved(

@@ -38,17 +38,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import ctypes
-import gc
 import math
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from _common import (
+    PeakMemory,
     Timing,
     add_common_arguments,
     measure_interleaved,
@@ -68,85 +66,6 @@ NORM = "batch"
 THRESHOLD = 0.5  # AsDiscreted(threshold=0.5) of the bundle's postprocessing
 LEARNING_RATE, WEIGHT_DECAY = 1e-4, 1e-5  # train.json
 MIB = 2**20
-
-
-class PeakMemory:
-    """Peak memory of one call above what was in use before it (bytes), or ``None`` where it cannot be measured."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._trim = self._malloc_trim()
-        if device.type == "cuda":
-            self.method = "torch.cuda.max_memory_allocated above memory_allocated before the call"
-        elif self._reset_peak_rss():
-            self.method = ("peak resident set (VmHWM, reset through /proc/self/clear_refs) above the resident set "
-                           "before the call" + (", after malloc_trim" if self._trim else ""))
-        elif self._psutil() is not None:
-            self.method = "resident-set growth over the call (psutil; not its peak)"
-        else:
-            self.method = "not measured (no /proc peak RSS reset on this system and no psutil)"
-
-    @property
-    def available(self) -> bool:
-        return not self.method.startswith("not measured")
-
-    def measure(self, fn: Callable[[], Any]) -> tuple[Any, int | None]:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            before = torch.cuda.memory_allocated(self.device)
-            result = fn()
-            torch.cuda.synchronize(self.device)
-            return result, torch.cuda.max_memory_allocated(self.device) - before
-        if self._trim is not None:
-            self._trim(0)  # hand freed heap pages back, so the baseline holds no memory the call could reuse
-        if self.method.startswith("peak resident set"):
-            self._reset_peak_rss()
-            before = self._status_bytes("VmRSS")
-            result = fn()
-            return result, self._status_bytes("VmHWM") - before
-        process = self._psutil()
-        if process is not None:
-            before = process.memory_info().rss
-            result = fn()
-            return result, process.memory_info().rss - before
-        return fn(), None
-
-    @staticmethod
-    def _reset_peak_rss() -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
-            PeakMemory._status_bytes("VmHWM")
-        except (OSError, ValueError):
-            return False
-        return True
-
-    @staticmethod
-    def _status_bytes(key: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                value, unit = line.split()[1:3]
-                if unit != "kB":
-                    raise ValueError(f"unexpected unit in /proc/self/status: {line!r}")
-                return int(value) * 1024
-        raise ValueError(f"/proc/self/status has no {key}")
-
-    @staticmethod
-    def _psutil() -> Any:
-        try:
-            import psutil
-        except ImportError:
-            return None
-        return psutil.Process()
-
-    @staticmethod
-    def _malloc_trim() -> Callable[[int], int] | None:
-        try:
-            return ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            return None
 
 
 def make_batch(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
