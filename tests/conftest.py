@@ -35,11 +35,12 @@ TAIL_LINES = 40
 
 @pytest.fixture(scope="session")
 def bundle_phantoms(tmp_path_factory) -> Path:
-    """24 phantoms at 256 px (seed 0, 30 % abnormal) with ``datalist.json``: the data of the bundle runs."""
+    """24 phantoms at 256 px (seed 0, 30 % abnormal) with ``datalist.json`` and the bone pairs (soft-tissue image,
+    bone image, rib mask): the data of the bundle runs."""
     from cxr_monai.data import generate_phantoms  # imported here: a conftest import error would stop every module
 
     out = tmp_path_factory.mktemp("bundle_phantoms")
-    generate_phantoms(out, num_images=24, size=256, seed=0, abnormal_fraction=0.3)
+    generate_phantoms(out, num_images=24, size=256, seed=0, abnormal_fraction=0.3, bone_pairs=True)
     return out
 
 

@@ -172,6 +172,23 @@ BUNDLES: list[BundleSpec] = [
         mlflow_experiment="lung_segmentation",
         mlflow_metric="loss",
     ),
+    BundleSpec(
+        name="bone_suppression",
+        net_id="generator_def",
+        input_shape=(2, 1, 64, 64),
+        # 64 px, 4 levels; attention at the 8 px features (64 px at the 512 px of metadata.json's check)
+        tiny={"image_size": 64, "g_channels": [8, 16, 32, 32], "attention_sizes": [8], "d_channels": 8,
+              "max_epochs": 3},  # 9 training phantoms in batches of 4: 3 iterations an epoch
+        resume={"checkpoint_every": 2},
+        resume_iterations=9,
+        ddp={"use_amp": True},  # float16 autocast and both gradient scalers, on the CPU
+        ddp_iterations=6,  # 2 per epoch under torchrun (5 images a rank)
+        checkpoint_network_key="g_network",
+        tracking="mlflow.json",
+        mlflow_experiment="bone_suppression",
+        mlflow_metric="g_loss",
+        own_multi_gpu_keys=("generator", "discriminator", "network"),  # two DDP networks
+    ),
 ]
 
 

@@ -150,7 +150,7 @@ def _largest_singular_value(module: torch.nn.Module) -> float:
 def test_spectral_norm_keeps_every_layer_at_unit_largest_singular_value():
     from cxr_monai.networks import MultiScaleDiscriminator, SelfAttentionUNet
 
-    generator = SelfAttentionUNet(channels=(8, 16, 32, 32), image_size=64, attention_sizes=(8,))
+    generator = SelfAttentionUNet(channels=(8, 16, 32, 32), image_size=64, attention_sizes=(8,), spectral_norm=True)
     discriminator = MultiScaleDiscriminator(in_channels=2, channels=8, num_layers=2, num_scales=2)
     for _ in range(3):  # a power iteration per training forward
         generator(torch.randn(2, 1, 64, 64))
@@ -191,6 +191,9 @@ def test_self_attention_unet_places_attention_at_32_px_and_refuses_sizes_it_cann
     small = SelfAttentionUNet(channels=(8, 16, 32), image_size=64, attention_sizes=(16, 8))
     assert small(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
     assert small(torch.rand(1, 1, 128, 128)).shape == (1, 1, 128, 128)  # fully convolutional
+    scripted = torch.jit.script(small.eval())  # what ckpt_export does (without spectral norm)
+    x = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(scripted(x), small(x))
     with pytest.raises(ValueError, match="feature width"):
         SelfAttentionUNet(channels=(8, 16, 32), image_size=64, attention_sizes=(64,))
     with pytest.raises(ValueError, match="multiple of"):

@@ -10,9 +10,19 @@ Example::
 
 from __future__ import annotations
 
-from cxr_monai.engines.adversarial import PhasedAdversarialTrainer, conditional_pair, loss_terms
+from cxr_monai.engines.adversarial import (
+    PhasedAdversarialTrainer,
+    conditional_pair,
+    loss_terms,
+)
 from cxr_monai.engines.gan_schedule import GanPhase, GanSchedule
-from cxr_monai.engines.images import PreprocessedImage, iterate_images, output_stem, stack_patches
+from cxr_monai.engines.images import (
+    PreprocessedImage,
+    iterate_images,
+    output_stem,
+    stack_patches,
+    unique_output_stem,
+)
 from cxr_monai.engines.prepare_batch import KeyedBatch
 
 __all__ = [
@@ -26,4 +36,5 @@ __all__ = [
     "loss_terms",
     "output_stem",
     "stack_patches",
+    "unique_output_stem",
 ]

@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from cxr_monai.data.robust import SkipLog, SkippedImage, data_error, skipped_image
 from cxr_monai.io import SUFFIXES
 
-__all__ = ["PreprocessedImage", "iterate_images", "output_stem", "stack_patches"]
+__all__ = ["PreprocessedImage", "iterate_images", "output_stem", "stack_patches", "unique_output_stem"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,22 @@ def output_stem(path: str | os.PathLike) -> str:
     name = Path(os.fspath(path)).name
     suffix = Path(name).suffix
     return name[: -len(suffix)] if suffix.lower() in SUFFIXES else name
+
+
+def unique_output_stem(path: str | os.PathLike, taken: set[str]) -> str:
+    """:func:`output_stem`, with ``-2``, ``-3``... appended while it is in ``taken``; the result is added to ``taken``.
+
+    >>> taken = set()
+    >>> unique_output_stem("a/x.png", taken), unique_output_stem("b/x.dcm", taken)
+    ('x', 'x-2')
+    """
+    stem, count = output_stem(path), 1
+    candidate = stem
+    while candidate in taken:
+        count += 1
+        candidate = f"{stem}-{count}"
+    taken.add(candidate)
+    return candidate
 
 
 class PreprocessedImage(NamedTuple):

@@ -78,19 +78,23 @@ class SkippedImagesHandler:
     torch.distributed the records of all ranks are gathered whenever a rank has new ones (otherwise one all-reduce of
     a flag per iteration), so every rank counts the same images and stops at the same iteration; rank 0 writes them.
 
+    Attached to a validation evaluator too (``gather=False``: every rank validates the same images), it takes the
+    records out of the validation batches, which MONAI's evaluators could not decollate otherwise.
+
     Example::
 
         dataset = SkippingDataset(CacheDataset(datalist, SkippingCompose(transforms)), SkipLog("runs/ce/skipped.csv"))
         SkippedImagesHandler(dataset).attach(trainer)
     """
 
-    def __init__(self, dataset: SkippingDataset, key: str = SKIPPED_KEY) -> None:
+    def __init__(self, dataset: SkippingDataset, key: str = SKIPPED_KEY, gather: bool = True) -> None:
         if dataset.skip_log is None:
             raise ValueError("SkippedImagesHandler: the dataset has no skip_log to record the skipped images in.")
         self.skip_log = dataset.skip_log
         self.stage = dataset.stage
         self.total = len(dataset)
         self.key = key
+        self.gather = gather
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.started)
@@ -103,7 +107,7 @@ class SkippedImagesHandler:
     def __call__(self, engine: Engine) -> None:
         batch = engine.state.batch
         records = list(batch.pop(self.key, ())) if isinstance(batch, MutableMapping) else []
-        if is_distributed():
+        if self.gather and is_distributed():
             if not any_rank(bool(records)):
                 return
             gathered: list[Any] = [None] * torch.distributed.get_world_size()

@@ -58,7 +58,9 @@ class ImageGridSaver:
             found: list[Mapping[str, Any]] = []
             for index in range(len(self.dataset)):
                 item = self.dataset[index]
-                found.extend(item if isinstance(item, (list, tuple)) else [item])
+                samples = item if isinstance(item, (list, tuple)) else [item]
+                # a SkippingCompose dataset holds the record of an unusable image in its place: no sample to show
+                found.extend(sample for sample in samples if isinstance(sample, Mapping))
                 if len(found) >= self.num_samples:
                     break
             if not found:

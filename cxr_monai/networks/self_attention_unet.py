@@ -1,4 +1,4 @@
-"""U-Net generator with self-attention and spectral normalisation: the bone-suppression GAN's generator (seed 003 §3.2)."""
+"""U-Net generator with self-attention (optionally spectrally normalised): the bone-suppression GAN's generator (seed 003 §3.2)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 
 
 class SelfAttentionUNet(nn.Module):
-    """Encoder-decoder with skips (pix2pix's U-Net), SAGAN self-attention at small feature maps, spectral norm.
+    """Encoder-decoder with skips (pix2pix's U-Net), SAGAN self-attention at small feature maps.
 
     Encoder level ``i``: 4 × 4 convolution, stride 2, to ``channels[i]``, instance norm (not on the first level),
     LeakyReLU(0.2); decoder: 4 × 4 transposed convolution, stride 2, norm, ReLU, concatenated with the encoder
@@ -37,7 +37,9 @@ class SelfAttentionUNet(nn.Module):
     A :class:`SelfAttention2d` block (γ starting at 0) follows every encoder and decoder block whose output is
     ``attention_sizes`` pixels wide, for a network built for ``image_size`` inputs (the default puts it at 32 × 32
     as SAGAN does; the quadratic cost keeps it off larger maps). With ``spectral_norm`` every convolution and
-    linear map is spectrally normalised (SAGAN normalises G as well as D).
+    linear map is spectrally normalised, as SAGAN does in G as well as D. It is off by default: the discriminator
+    is what spectral norm stabilises (the bundle always normalises D), and PyTorch's spectral-norm parametrisation
+    cannot be compiled by TorchScript, so a normalised G would not export with ``monai.bundle ckpt_export``.
 
     Args:
         in_channels / out_channels: image channels in and out (a radiograph in, its bone image out).
@@ -46,7 +48,7 @@ class SelfAttentionUNet(nn.Module):
             ``2**len(channels)`` runs).
         attention_sizes: feature-map widths that get a self-attention block (each must be ≤ 32).
         num_heads: attention heads.
-        spectral_norm: spectrally normalise every layer.
+        spectral_norm: spectrally normalise every layer (training only: the result does not script).
         norm: MONAI norm of the inner layers (``"INSTANCE"``: batches of one or two images at 512 px).
         dropout: dropout after the norm of the three innermost decoder blocks (pix2pix: 0.5; 0 keeps inference
             deterministic).
@@ -66,7 +68,7 @@ class SelfAttentionUNet(nn.Module):
         image_size: int = 512,
         attention_sizes: Sequence[int] = (32,),
         num_heads: int = 1,
-        spectral_norm: bool = True,
+        spectral_norm: bool = False,
         norm: str | tuple | None = "INSTANCE",
         dropout: float = 0.0,
     ) -> None:

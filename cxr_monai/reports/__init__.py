@@ -15,9 +15,10 @@ from cxr_monai.reports.writer import (
     MetricSummary,
     Report,
     summarize_metric,
+    summary_table,
     write_csv,
     write_json,
     write_text,
 )
 
-__all__ = ["MetricSummary", "Report", "log_report_to_mlflow", "summarize_metric", "write_csv", "write_json", "write_text"]
+__all__ = ["MetricSummary", "Report", "log_report_to_mlflow", "summarize_metric", "summary_table", "write_csv", "write_json", "write_text"]

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -96,6 +96,22 @@ def summarize_metric(
                          std=float(array.std(ddof=1)) if array.size > 1 else 0.0, median=float(np.median(array)),
                          minimum=float(array.min()), maximum=float(array.max()), ci_low=interval.low,
                          ci_high=interval.high, confidence=confidence, unit=unit)
+
+
+def summary_table(summaries: Iterable[MetricSummary], digits: int = 4) -> str:
+    """A markdown table of summaries: metric, mean ± std (95 % CI), median, min, max, n.
+
+    >>> print(summary_table([summarize_metric("psnr", [30.0, 32.0], n_resamples=100)], digits=1).splitlines()[2])
+    | psnr | 31.0 ± 1.4 (30.0 to 32.0) | 31.0 | 30.0 | 32.0 | 2 |
+    """
+    lines = ["| metric | mean ± std (95 % CI) | median | min | max | n |", "|---|---|---|---|---|---|"]
+    for summary in summaries:
+        values = (summary.mean, summary.std, summary.ci_low, summary.ci_high, summary.median, summary.minimum,
+                  summary.maximum)
+        mean, std, low, high, median, minimum, maximum = (f"{value:.{digits}f}" for value in values)
+        lines.append(f"| {summary.name} | {mean} ± {std} ({low} to {high}) | {median} | {minimum} | {maximum} | "
+                     f"{summary.n} |")
+    return "\n".join(lines)
 
 
 def _finite_json(value: Any) -> Any:

@@ -28,6 +28,7 @@ from cxr_monai.reports import (
     MetricSummary,
     log_report_to_mlflow,
     summarize_metric,
+    summary_table,
     write_csv,
     write_json,
     write_text,
@@ -105,12 +106,7 @@ class SegmentationReport:
         return values
 
     def markdown(self) -> str:
-        lines = ["| metric | mean ± std (95 % CI) | median | min | max | n |", "|---|---|---|---|---|---|"]
-        for summary in self.summaries.values():
-            lines.append(f"| {summary.name} | {summary.mean:.4f} ± {summary.std:.4f} ({summary.ci_low:.4f} to "
-                         f"{summary.ci_high:.4f}) | {summary.median:.4f} | {summary.minimum:.4f} | "
-                         f"{summary.maximum:.4f} | {summary.n} |")
-        lines.append("")
+        lines = [summary_table(self.summaries.values()), ""]
         lines.append(f"{len(self.rows)} images; {self.empty_predictions} with an empty prediction (no HD95). CIs: "
                      "percentile bootstrap of the mean, images resampled.")
         lines.append("")

@@ -21,7 +21,7 @@ import torch
 from ignite.engine import Engine
 from monai.networks import eval_mode
 
-from cxr_monai.engines.images import output_stem
+from cxr_monai.engines.images import unique_output_stem
 from cxr_monai.handlers.per_image import PerImageHandler
 from cxr_monai.utils import is_rank0
 from cxr_monai.visualize import labelled_row, mask_overlay, save_png, stack_rows
@@ -120,15 +120,6 @@ class LungMaskWriter(PerImageHandler):
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
         self.write(item[self.pred_key], image_path)
 
-    def _unique_stem(self, path: str) -> str:
-        stem, count = output_stem(path), 1
-        candidate = stem
-        while candidate in self._stems:
-            count += 1
-            candidate = f"{stem}-{count}"
-        self._stems.add(candidate)
-        return candidate
-
     def write(self, prediction: Any, image_path: str | None) -> dict[str, Any]:
         """Write the files of one mask; returns its datalist entry."""
         if image_path is None:
@@ -139,7 +130,7 @@ class LungMaskWriter(PerImageHandler):
         if image.shape != mask.shape:
             raise ValueError(f"{image_path}: the mask is {mask.shape} but the image {image.shape}; the inference "
                              "postprocessing must invert the resize (Invertd)")
-        stem = self._unique_stem(image_path)
+        stem = unique_output_stem(image_path, self._stems)
         png = self.output_dir / "masks" / f"{stem}.png"
         save_png(mask.astype(np.uint8) * 255, png)
         if self.write_nifti:
