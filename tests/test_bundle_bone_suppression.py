@@ -60,6 +60,7 @@ def test_training_writes_model_checkpoints_grids_and_an_mlflow_run(trained):
     assert status == "FINISHED"
     assert {"g_loss", "d_loss", "l1", "ssim", "g_adv", "d_real", "val_psnr", "val_ssim", "val_mae"} <= metrics
     assert params["g_learning_rate"] == "0.001" and params["d_learning_rate"] == "0.004"  # small.json's TTUR pair
+    assert list((trained / "mlruns").rglob("grids/grid_epoch0003.png"))  # the grids are the run's artifacts
     state = torch.load(next((trained / "checkpoints").glob("checkpoint_*.pt")), weights_only=True)
     assert {"g_network", "d_network", "g_optimizer", "d_optimizer", "g_scaler", "d_scaler"} <= set(state)
 

@@ -1,4 +1,4 @@
-"""Reconstruction metrics, anomaly scores and image-level bootstrap intervals."""
+"""Reconstruction metrics, anomaly scores, image-level bootstrap intervals, multi-label AUROC and localisation accuracy."""
 
 from __future__ import annotations
 
@@ -8,6 +8,20 @@ from cxr_monai.metrics.bootstrap import (
     cluster_bootstrap,
     image_level_intervals,
     patch_level_intervals,
+)
+from cxr_monai.metrics.localisation import (
+    DEFAULT_THRESHOLDS,
+    GroundTruthBox,
+    box_iobb,
+    box_iou,
+    heatmap_boxes,
+    localisation_accuracy,
+)
+from cxr_monai.metrics.multilabel import (
+    MultiLabelAuroc,
+    auroc_table,
+    multilabel_auroc,
+    plot_roc_curves,
 )
 from cxr_monai.metrics.reconstruction import (
     PSNR_MAX_DB,
@@ -21,15 +35,25 @@ from cxr_monai.metrics.reconstruction import (
 
 __all__ = [
     "DEFAULT_RESAMPLES",
+    "DEFAULT_THRESHOLDS",
     "PSNR_MAX_DB",
     "BootstrapInterval",
+    "GroundTruthBox",
+    "MultiLabelAuroc",
     "ReconstructionMetrics",
     "anomaly_auroc",
     "anomaly_score",
+    "auroc_table",
+    "box_iobb",
+    "box_iou",
     "cluster_bootstrap",
+    "heatmap_boxes",
     "image_level_intervals",
     "image_anomaly_score",
+    "localisation_accuracy",
+    "multilabel_auroc",
     "patch_level_intervals",
+    "plot_roc_curves",
     "reconstruction_metrics",
     "summarize",
 ]
