@@ -32,11 +32,12 @@ from cxr_monai.handlers.mlflow import (
     relocate_mlflow_artifacts,
 )
 from cxr_monai.handlers.nan_guard import NanGuard
-from cxr_monai.handlers.per_image import PerImageHandler, filename_of
+from cxr_monai.handlers.per_image import DatalistWriter, PerImageHandler, filename_of
 from cxr_monai.handlers.scalars import finite_scalars
 
 __all__ = [
     "KIND_TAG",
+    "DatalistWriter",
     "FailureHandler",
     "ImageGridSaver",
     "MLFlowTracker",

@@ -11,7 +11,6 @@ the bone image at the stored size.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -20,14 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine
 from monai.networks import eval_mode
 from PIL import Image
 
-from cxr_monai.engines.images import unique_output_stem
-from cxr_monai.handlers.per_image import PerImageHandler
+from cxr_monai.handlers.per_image import DatalistWriter
 from cxr_monai.transforms.intensity import from_network_range
-from cxr_monai.utils import is_rank0
 from cxr_monai.visualize import labelled_row, save_png, stack_rows
 
 __all__ = ["BoneImageWriter", "BoneSuppressionGrid", "figure_row", "image_of", "suppress_bones", "write_png16"]
@@ -107,15 +103,14 @@ class BoneSuppressionGrid:
         return stack_rows(rows)
 
 
-class BoneImageWriter(PerImageHandler):
+class BoneImageWriter(DatalistWriter):
     """Write each predicted bone image and the bone-suppressed image at the original size, and a datalist.
 
     Per image: ``bones/<stem>.png`` and ``suppressed/<stem>.png`` (16-bit greyscale PNG, [0, 1] → 0..65535, lungs
     dark as the project reader reads them) and ``figures/<stem>.png`` (radiograph | bone × 3 | suppressed, as seed
     003 Fig. 4). When the run completes, ``datalist.json`` in ``output_dir`` lists every image with its
-    ``bone_suppressed`` and ``bone`` keys (relative to ``output_dir``; image and other paths absolute), keeping each
-    entry's split and keys from ``datalist`` (read with ``base_dir``) for the classifier, which reads
-    ``bone_suppressed`` as an extra channel.
+    ``bone_suppressed`` and ``bone`` keys (:class:`~cxr_monai.handlers.DatalistWriter`: each entry keeps its split
+    and keys from ``datalist``), for the classifier, which reads ``bone_suppressed`` as an extra channel.
 
     Example::
 
@@ -132,33 +127,17 @@ class BoneImageWriter(PerImageHandler):
         image_key: str = "image",
         split: str = "test",
         write_figures: bool = True,
-        name: str = "bone suppression",
+        name: str = "bone and bone-suppressed images predicted by the bone-suppression bundle",
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.splits: list[str] = []
-        if datalist is not None:
-            from cxr_monai.data import load_datalist, validate_datalist
-
-            present = validate_datalist(datalist)
-            self.splits = [key for key in datalist_keys if key in present]
-            for key in self.splits:
-                for entry in load_datalist(datalist, key, base_dir=base_dir):
-                    self.entries[os.path.abspath(entry[image_key])] = (key, entry)
+        super().__init__(output_dir, datalist, datalist_keys, base_dir, image_key=image_key, split=split, name=name)
         self.pred_key = pred_key
-        self.image_key = image_key
-        self.split = split
         self.write_figures = write_figures
-        self.name = name
-        self.written: list[tuple[str, dict[str, Any]]] = []
-        self._stems: set[str] = set()
 
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
         self.write(item[self.pred_key], image_path)
 
     def write(self, prediction: Any, image_path: str | None) -> dict[str, Any]:
         """Write the files of one image from its bone image in [0, 1] at the original size; returns its entry."""
-        from cxr_monai.data.datalist import PATH_KEYS
         from cxr_monai.io import read_cxr
 
         if image_path is None:
@@ -169,33 +148,9 @@ class BoneImageWriter(PerImageHandler):
         if radiograph.shape != bone.shape:
             raise ValueError(f"{image_path}: the bone image is {bone.shape} but the radiograph {radiograph.shape}; "
                              "the inference postprocessing must invert the resize (Invertd)")
-        stem = unique_output_stem(image_path, self._stems)
+        stem = self.stem(image_path)
         bone_png = write_png16(bone, self.output_dir / "bones" / f"{stem}.png")
         suppressed_png = write_png16(suppress_bones(radiograph, bone), self.output_dir / "suppressed" / f"{stem}.png")
         if self.write_figures:
             save_png(figure_row(radiograph, bone, Path(image_path).name), self.output_dir / "figures" / f"{stem}.png")
-        absolute = os.path.abspath(image_path)
-        split, source = self.entries.get(absolute, (self.split, {}))
-        entry = {key: os.path.abspath(value) if key in PATH_KEYS and isinstance(value, str) else value
-                 for key, value in source.items()}
-        entry.update({self.image_key: absolute,
-                      "bone_suppressed": suppressed_png.relative_to(self.output_dir).as_posix(),
-                      "bone": bone_png.relative_to(self.output_dir).as_posix()})
-        self.written.append((split, entry))
-        return entry
-
-    def completed(self, engine: Engine | None = None) -> Path | None:
-        """Write ``datalist.json`` (rank 0 only)."""
-        if not is_rank0() or not self.written:
-            return None
-        path = self.output_dir / "datalist.json"
-        document: dict[str, Any] = {"name": self.name, "description": "bone and bone-suppressed images predicted by "
-                                    "the bone-suppression bundle; image paths absolute, bone paths relative to this "
-                                    "file's folder"}
-        for split in self.splits:
-            document[split] = []
-        for split, entry in self.written:
-            document.setdefault(split, []).append(entry)
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        logger.info("wrote %d bone-suppressed images and %s", len(self.written), path)
-        return path
+        return self.record(image_path, {"bone_suppressed": suppressed_png, "bone": bone_png})

@@ -9,21 +9,16 @@ back to its image's original size, so :class:`LungMaskWriter` only writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine
 from monai.networks import eval_mode
 
-from cxr_monai.engines.images import unique_output_stem
-from cxr_monai.handlers.per_image import PerImageHandler
-from cxr_monai.utils import is_rank0
+from cxr_monai.handlers.per_image import DatalistWriter
 from cxr_monai.visualize import labelled_row, mask_overlay, save_png, stack_rows
 
 __all__ = ["LungMaskWriter", "SegmentationGrid", "dice_score", "load_original", "mask_of"]
@@ -65,17 +60,16 @@ def _spacing(meta: Mapping[str, Any]) -> tuple[float, float] | None:
     return row, column
 
 
-class LungMaskWriter(PerImageHandler):
+class LungMaskWriter(DatalistWriter):
     """Write each predicted lung mask of an evaluator's output at the original image size, and a datalist.
 
     Per image (``<stem>`` = the file name without its image suffix, :func:`~cxr_monai.engines.output_stem`):
     ``masks/<stem>.png`` (0/255, the image's size), ``masks/<stem>.nii.gz`` (uint8, nibabel; axes x = column,
     y = row, the affine holds the pixel spacing when the file has one), ``overlays/<stem>.png`` (the radiograph with
     the mask's outline). When the run completes, ``datalist.json`` in ``output_dir`` lists every image with its
-    ``lung_mask`` (image and other paths absolute, mask paths relative to ``output_dir``: load it with
-    ``base_dir=output_dir``). An image of ``datalist`` (the file the evaluator's list came from, read with
-    ``base_dir``) keeps its split among ``datalist_keys`` and its other keys, so a ChestX-ray14 list without masks
-    becomes one with model masks for the context encoder; other images go under ``split``.
+    ``lung_mask`` (:class:`~cxr_monai.handlers.DatalistWriter`: an image of ``datalist`` keeps its split and other
+    keys, so a ChestX-ray14 list without masks becomes one with model masks for the context encoder; the
+    heuristic's ``lung_boxes`` are dropped, the mask replaces them).
 
     Example::
 
@@ -96,26 +90,12 @@ class LungMaskWriter(PerImageHandler):
         write_overlay: bool = True,
         name: str = "lung masks",
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.splits: list[str] = []  # the source's splits among datalist_keys, kept even when empty
-        if datalist is not None:
-            from cxr_monai.data import load_datalist, validate_datalist
-
-            present = validate_datalist(datalist)  # a broken file fails here, naming itself
-            self.splits = [key for key in datalist_keys if key in present]
-            for key in self.splits:
-                for entry in load_datalist(datalist, key, base_dir=base_dir):
-                    self.entries[os.path.abspath(entry[image_key])] = (key, entry)
+        super().__init__(output_dir, datalist, datalist_keys, base_dir, image_key=image_key, split=split,
+                         name=f"{name} predicted by the lung-segmentation bundle", drop_keys=("lung_boxes",))
         self.pred_key = pred_key
-        self.image_key = image_key
         self.mask_key = mask_key
-        self.split = split
         self.write_nifti = write_nifti
         self.write_overlay = write_overlay
-        self.name = name
-        self.written: list[tuple[str, dict[str, Any]]] = []
-        self._stems: set[str] = set()
 
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
         self.write(item[self.pred_key], image_path)
@@ -130,7 +110,7 @@ class LungMaskWriter(PerImageHandler):
         if image.shape != mask.shape:
             raise ValueError(f"{image_path}: the mask is {mask.shape} but the image {image.shape}; the inference "
                              "postprocessing must invert the resize (Invertd)")
-        stem = unique_output_stem(image_path, self._stems)
+        stem = self.stem(image_path)
         png = self.output_dir / "masks" / f"{stem}.png"
         save_png(mask.astype(np.uint8) * 255, png)
         if self.write_nifti:
@@ -142,32 +122,7 @@ class LungMaskWriter(PerImageHandler):
                      self.output_dir / "masks" / f"{stem}.nii.gz")
         if self.write_overlay:
             save_png(mask_overlay(image, [mask], fill=0.2), self.output_dir / "overlays" / f"{stem}.png")
-        absolute = os.path.abspath(image_path)
-        split, source = self.entries.get(absolute, (self.split, {}))
-        from cxr_monai.data.datalist import PATH_KEYS
-
-        # the list is read from output_dir: every other path of the source entry must not depend on the cwd
-        entry = {key: os.path.abspath(value) if key in PATH_KEYS and isinstance(value, str) else value
-                 for key, value in source.items()}
-        entry.update({self.image_key: absolute, self.mask_key: png.relative_to(self.output_dir).as_posix()})
-        entry.pop("lung_boxes", None)  # boxes of the heuristic; the mask replaces them
-        self.written.append((split, entry))
-        return entry
-
-    def completed(self, engine: Engine | None = None) -> Path | None:
-        """Write ``datalist.json`` (rank 0 only)."""
-        if not is_rank0() or not self.written:
-            return None
-        path = self.output_dir / "datalist.json"
-        document: dict[str, Any] = {"name": self.name, "description": "lung masks predicted by the lung-segmentation "
-                                    "bundle; image paths absolute, mask paths relative to this file's folder"}
-        for split in self.splits:  # an empty split stays a list: readers such as the context encoder expect it
-            document[split] = []
-        for split, entry in self.written:
-            document.setdefault(split, []).append(entry)
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        logger.info("wrote %d lung masks and %s", len(self.written), path)
-        return path
+        return self.record(image_path, {self.mask_key: png})
 
 
 class SegmentationGrid:
