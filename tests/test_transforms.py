@@ -702,3 +702,25 @@ def test_working_resolution_is_invertible_for_images_masks_boxes_and_predictions
     at_size = ResizeToWorkingResolution(longest_side=300)  # MONAI matches the trace to the instance that wrote it
     same = at_size(image)
     assert len(same.applied_operations) == 1 and torch.equal(at_size.inverse(same), image)
+
+
+def test_random_window_stretches_mid_tones_keeps_range_and_applies_one_window_per_item():
+    from monai.data import MetaTensor
+
+    from cxr_monai.transforms import RandWindow, RandWindowd
+
+    ramp = torch.linspace(0, 1, 101)[None, None]
+    identity = RandWindow(prob=1.0, level_range=(0.5, 0.5), width_range=(1.0, 1.0))
+    torch.testing.assert_close(identity(ramp), ramp)
+    window = RandWindow(prob=1.0, level_range=(0.3, 0.7), width_range=(0.4, 0.8))
+    window.set_random_state(0)
+    out = window(MetaTensor(ramp, meta={"filename_or_obj": "x.png"}))
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.png"
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # the ends saturate
+    assert float((out[..., 1:] - out[..., :-1]).max()) > 0.0099  # the mid-tones are stretched
+    assert torch.equal(RandWindow(prob=0.0)(ramp), ramp)
+    paired = RandWindowd(keys=["image", "bone_suppressed"], prob=1.0).set_random_state(1)
+    item = paired({"image": ramp.clone(), "bone_suppressed": ramp.clone(), "label": 1})
+    torch.testing.assert_close(item["image"], item["bone_suppressed"])  # one window for both channels
+    with pytest.raises(ValueError, match="width_range"):
+        RandWindow(width_range=(0.0, 1.0))

@@ -11,7 +11,7 @@ from cxr_monai.transforms.bone import (
     BoneFromSoftTissued,
     BoneFromSoftTissueDict,
 )
-from cxr_monai.transforms.intensity import from_network_range, to_network_range
+from cxr_monai.transforms.intensity import RandWindow, RandWindowd, from_network_range, to_network_range
 from cxr_monai.transforms.lung_boxes import (
     DEFAULT_LUNG_LAYOUT,
     HeuristicLungBoxes,
@@ -94,6 +94,8 @@ __all__ = [
     "RandLungPatchD",
     "RandLungPatchDict",
     "RandLungPatchd",
+    "RandWindow",
+    "RandWindowd",
     "ResizeToWorkingResolution",
     "ResizeToWorkingResolutionD",
     "ResizeToWorkingResolutionDict",
