@@ -1,4 +1,5 @@
-"""Datalists (NIH ChestX-ray14, folders, Montgomery, Shenzhen, JSRT/SCR lung masks, bone-suppression pairs), their schema, the patch-pool loader and the phantom generator.
+"""Datalists (NIH ChestX-ray14, folders, Montgomery, Shenzhen, JSRT/SCR lung masks, bone-suppression pairs, CheXpert and
+ChestX-ray14 classification labels), their schema, the patch-pool loader and the phantom generator.
 
 The names below are imported on first use (module ``__getattr__``), so importing one submodule (for example
 ``cxr_monai.data.phantom`` for ``python -m cxr_monai phantom``) does not import the others; ``from
@@ -18,6 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # static tools see the eager imports
     from cxr_monai.data.builders.bone_pairs import build_bone_pair_datalist
+    from cxr_monai.data.builders.classification import (
+        CHESTXRAY14_CLASSES,
+        CHEXPERT_CLASSES,
+        build_chestxray14_datalist,
+        build_chexpert_datalist,
+    )
     from cxr_monai.data.builders.folder import build_folder_datalist
     from cxr_monai.data.builders.lung_masks import (
         build_jsrt_datalist,
@@ -63,6 +70,8 @@ _LUNG_MASK_BUILDERS = (
 _NIH_BUILDER = ("build_nih_datalist",)
 _FOLDER_BUILDER = ("build_folder_datalist",)
 _BONE_PAIR_BUILDER = ("build_bone_pair_datalist",)
+_CLASSIFICATION_BUILDERS = ("CHESTXRAY14_CLASSES", "CHEXPERT_CLASSES", "build_chestxray14_datalist",
+                            "build_chexpert_datalist")
 _PATCH_LOADER = ("PatchPoolDataLoader",)
 _PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
 
@@ -73,11 +82,14 @@ _LAZY = {
     **dict.fromkeys(_NIH_BUILDER, "cxr_monai.data.builders.nih"),
     **dict.fromkeys(_FOLDER_BUILDER, "cxr_monai.data.builders.folder"),
     **dict.fromkeys(_BONE_PAIR_BUILDER, "cxr_monai.data.builders.bone_pairs"),
+    **dict.fromkeys(_CLASSIFICATION_BUILDERS, "cxr_monai.data.builders.classification"),
     **dict.fromkeys(_PATCH_LOADER, "cxr_monai.data.patch_loader"),
     **dict.fromkeys(_PHANTOM, "cxr_monai.data.phantom"),
 }
 
 __all__ = [
+    "CHESTXRAY14_CLASSES",
+    "CHEXPERT_CLASSES",
     "FINDINGS",
     "DatalistError",
     "DatalistSummary",
@@ -86,6 +98,8 @@ __all__ = [
     "PhantomRadiograph",
     "PhantomSummary",
     "build_bone_pair_datalist",
+    "build_chestxray14_datalist",
+    "build_chexpert_datalist",
     "build_folder_datalist",
     "build_jsrt_datalist",
     "build_montgomery_datalist",

@@ -3,8 +3,9 @@
 The builders (label files or a folder of radiographs -> MONAI decathlon-style JSON) live in
 :mod:`cxr_monai.data.builders`: :func:`~cxr_monai.data.builders.nih.build_nih_datalist`,
 :func:`~cxr_monai.data.builders.folder.build_folder_datalist`, the lung-mask builders of
-:mod:`cxr_monai.data.builders.lung_masks` and the bone-suppression pairs of
-:mod:`cxr_monai.data.builders.bone_pairs`; they share the helpers of this module.
+:mod:`cxr_monai.data.builders.lung_masks`, the bone-suppression pairs of
+:mod:`cxr_monai.data.builders.bone_pairs` and the multi-label classification lists (CheXpert, ChestX-ray14) of
+:mod:`cxr_monai.data.builders.classification`; they share the helpers of this module.
 
 Every list follows docs/data_contract.md and ``cxr_monai/schemas/datalist.schema.json``: the keys
 ``training``, ``validation``, ``test`` (healthy images) and ``test_unhealthy`` (abnormal images with their
@@ -33,6 +34,10 @@ Command line::
         --keep-lesion-images --out lesions.json
     python -m cxr_monai datalist bone-pairs --image-dir jsrt/images --soft-tissue-dir jsrt/soft_tissue \\
         --out jsrt_bse.json
+    python -m cxr_monai datalist chexpert --csv /data/CheXpert-v1.0-small/train.csv --image-root /data \\
+        --out chexpert.json --uncertainty ones
+    python -m cxr_monai datalist chestxray14 --data-entry Data_Entry_2017_v2020.csv.gz \\
+        --image-dir /data/ChestX-ray14/images --out chestxray14.json
     python -m cxr_monai datalist validate nih_pa.json
 """
 
@@ -578,11 +583,20 @@ def _add_split_arguments(parser: argparse.ArgumentParser, *, val_fraction: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs`` and ``validate``."""
+    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs``, ``chexpert``,
+    ``chestxray14`` and ``validate``."""
     # imported here: the builder modules import this one
     from cxr_monai.data.builders.bone_pairs import (
         BONE_PAIR_TEST_FRACTION,
         BONE_PAIR_VAL_FRACTION,
+    )
+    from cxr_monai.data.builders.classification import (
+        BLANK_POLICIES,
+        CHESTXRAY14_TEST_FRACTION,
+        CHESTXRAY14_VAL_FRACTION,
+        CHEXPERT_TEST_FRACTION,
+        CHEXPERT_VAL_FRACTION,
+        UNCERTAINTY_POLICIES,
     )
     from cxr_monai.data.builders.folder import build_folder_datalist
     from cxr_monai.data.builders.nih import NIH_BOX_IMAGE_SIZE, build_nih_datalist
@@ -716,6 +730,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_split_arguments(bone_pairs, val_fraction=BONE_PAIR_VAL_FRACTION, test_fraction=BONE_PAIR_TEST_FRACTION)
     bone_pairs.set_defaults(_build_datalist=_run_bone_pairs)
 
+    chexpert = sources.add_parser(
+        "chexpert", help="CheXpert train.csv: frontal images, the 13 classes of seed 003 Table 1, lateral pairs",
+        description="Build the CheXpert classification datalist: one entry per frontal image with the 13 classes of "
+                    "seed 003 Table 1 as multi-hot labels (label_names) after the uncertainty policy, the binary "
+                    "label (1: a pathology other than Support Devices is positive, 0: No Finding, absent "
+                    "otherwise), the study and its lateral image; split by patient.")
+    chexpert.add_argument("--csv", required=True, type=Path, metavar="CSV",
+                          help="CheXpert's train.csv (or valid.csv), plain or .gz")
+    chexpert.add_argument("--image-root", required=True, type=Path, metavar="DIR",
+                          help="folder holding CheXpert-v1.0-small/ (the CSV paths are relative to it); default base "
+                               "dir")
+    chexpert.add_argument("--uncertainty", choices=tuple(UNCERTAINTY_POLICIES), default="ones",
+                          help="uncertain (-1) labels: ones (U-ones, -> 1), zeros (U-zeros, -> 0) or ignore (kept "
+                               "as -1, masked by the loss); default ones")
+    chexpert.add_argument("--blank", choices=BLANK_POLICIES, default="null",
+                          help="labels not mentioned: null (masked by the loss) or zeros (negative, as the CheXpert "
+                               "paper); default null")
+    chexpert.add_argument("--no-lateral", action="store_true",
+                          help="do not pair the study's lateral image (single-branch classifier)")
+    chexpert.add_argument("--allow-missing-images", action="store_true",
+                          help="do not check the image files (build the list from the CSV alone)")
+    chexpert.add_argument("--name", default=None, help="datalist name (default: chexpert-u<policy>)")
+    _add_split_arguments(chexpert, val_fraction=CHEXPERT_VAL_FRACTION, test_fraction=CHEXPERT_TEST_FRACTION)
+    chexpert.set_defaults(_build_datalist=_run_chexpert)
+
+    chestxray14 = sources.add_parser(
+        "chestxray14", help="NIH ChestX-ray14 Data_Entry CSV: every image, the 14 findings as multi-hot labels",
+        description="Build the ChestX-ray14 classification datalist: every image with the 14 findings of Finding "
+                    "Labels as multi-hot labels (label_names) and label 0 (No Finding) or 1; split by Patient ID "
+                    "(default 70/10/20 as Wang et al. 2017; --test-list puts the official test_list.txt's "
+                    "patients in test). The context encoder's list is 'datalist nih'.")
+    chestxray14.add_argument("--data-entry", required=True, type=Path, metavar="CSV",
+                             help="Data_Entry_2017*.csv[.gz]")
+    chestxray14.add_argument("--image-dir", required=True, type=Path, metavar="DIR",
+                             help="folder holding the images at any depth (flat or images_NNN/images/); default base "
+                                  "dir")
+    chestxray14.add_argument("--view", default=None, metavar="VIEW", help="keep one View Position, e.g. PA")
+    chestxray14.add_argument("--test-list", type=Path, default=None, metavar="TXT",
+                             help="the official test_list.txt: its images' patients go to test (--test-fraction "
+                                  "unused), the others are split into training and validation")
+    chestxray14.add_argument("--allow-missing-images", action="store_true",
+                             help="do not check the image files (build the list before the download)")
+    chestxray14.add_argument("--name", default=None, help="datalist name (default: chestxray14[-view])")
+    _add_split_arguments(chestxray14, val_fraction=CHESTXRAY14_VAL_FRACTION,
+                         test_fraction=CHESTXRAY14_TEST_FRACTION)
+    chestxray14.set_defaults(_build_datalist=_run_chestxray14)
+
     validate = sources.add_parser("validate", help="check datalist files against the schema",
                                   description=validate_datalist.__doc__.split("\n\n")[0])
     validate.add_argument("files", nargs="+", type=Path, metavar="JSON")
@@ -788,6 +849,26 @@ def _run_bone_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_chexpert(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.classification import build_chexpert_datalist
+
+    summary = build_chexpert_datalist(args.csv, args.image_root, args.out, uncertainty=args.uncertainty,
+                                      blank=args.blank, pair_lateral=not args.no_lateral,
+                                      check_images=not args.allow_missing_images, **_split_options(args))
+    print(summary.format())
+    return 0
+
+
+def _run_chestxray14(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.classification import build_chestxray14_datalist
+
+    summary = build_chestxray14_datalist(args.data_entry, args.image_dir, args.out, view=args.view,
+                                         test_list=args.test_list, check_images=not args.allow_missing_images,
+                                         **_split_options(args))
+    print(summary.format())
+    return 0
+
+
 def _run_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
@@ -803,8 +884,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|validate``; rejected files go to stderr, the
-    summary to stdout."""
+    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|chexpert|chestxray14|validate``; rejected files
+    go to stderr, the summary to stdout."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

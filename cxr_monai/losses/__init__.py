@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 from cxr_monai.losses.adversarial import AdversarialBCELoss, AdversarialHingeLoss, gan_diagnostics
+from cxr_monai.losses.multilabel import (
+    MaskedBCEWithLogitsLoss,
+    class_pos_weights,
+    multilabel_targets,
+    pos_weights_from_datalist,
+)
 from cxr_monai.losses.paired import PairedImageLoss, PairedImageLossOutput
 
-__all__ = ["AdversarialBCELoss", "AdversarialHingeLoss", "PairedImageLoss", "PairedImageLossOutput", "gan_diagnostics"]
+__all__ = [
+    "AdversarialBCELoss",
+    "AdversarialHingeLoss",
+    "MaskedBCEWithLogitsLoss",
+    "PairedImageLoss",
+    "PairedImageLossOutput",
+    "class_pos_weights",
+    "gan_diagnostics",
+    "multilabel_targets",
+    "pos_weights_from_datalist",
+]
