@@ -19,6 +19,8 @@ from scipy import ndimage
 from cxr_monai.cli import main as cli_main
 from cxr_monai.data.datalist import load_datalist, validate_datalist
 from cxr_monai.data.phantom import (
+    CLASSIFICATION_FINDINGS,
+    CLASSIFICATION_PROBABILITIES,
     FINDINGS,
     NIH_BBOX_HEADER,
     NIH_DATA_ENTRY_HEADER,
@@ -249,7 +251,7 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="dicom_fraction"):
         generate_phantoms(tmp_path / "a", num_images=2, size=64, dicom_fraction=1.5)
     with pytest.raises(ValueError, match="unknown findings"):
-        make_phantom(64, findings=("Cardiomegaly",))
+        make_phantom(64, findings=("Atelectasis",))
     generate_phantoms(tmp_path / "b", num_images=1, size=64)
     with pytest.raises(FileExistsError, match="overwrite"):
         generate_phantoms(tmp_path / "b", num_images=1, size=64)
@@ -425,3 +427,192 @@ def test_cli_bone_pairs_and_overwrite_without_them(tmp_path, capsys):
     assert cli_main(["phantom", "--out", str(out), "--num-images", "2", "--size", "64", "--overwrite"]) == 0
     assert not any(any((out / directory).iterdir()) for directory in PAIR_DIRS)  # stale pairs removed
     assert not any(key in entry for entry in _entries(out) for key in PAIR_KEYS)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# classification sets (--classification): Cardiomegaly, Fracture, multi-hot labels, lateral views
+
+CLASS_KWARGS = {"num_images": 8, "size": SIZE, "seed": 5, "abnormal_fraction": 0.5, "dicom_fraction": 0.5,
+                "monochrome1_fraction": 0.5}
+CLASS_KEYS = ("labels", "lateral", "study")
+SPLITS = ("training", "validation", "test", "test_unhealthy")
+
+
+@pytest.fixture(scope="module")
+def classification_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """The same small set written with and without ``classification``."""
+    root = tmp_path_factory.mktemp("classification")
+    generate_phantoms(root / "classification", classification=True, **CLASS_KWARGS)
+    generate_phantoms(root / "plain", **CLASS_KWARGS)
+    return root / "classification", root / "plain"
+
+
+def _data_entry_rows(root: Path) -> dict[str, list[str]]:
+    return {row[0]: row for row in csv.reader((root / "Data_Entry_2017.csv").read_text().splitlines()[1:])}
+
+
+def test_classification_names_and_probabilities():
+    assert CLASSIFICATION_FINDINGS == (*FINDINGS, "Cardiomegaly", "Fracture")
+    assert list(CLASSIFICATION_PROBABILITIES) == list(CLASSIFICATION_FINDINGS)
+    assert all(0 < p < 1 for p in CLASSIFICATION_PROBABILITIES.values())
+
+
+def test_without_classification_nothing_new_and_healthy_images_are_shared(classification_dirs):
+    classified, plain = classification_dirs
+    plain_files, classified_files = _files(plain), _files(classified)
+    assert not (plain / "laterals").exists() and not any(name.startswith("laterals/") for name in plain_files)
+    document = _datalist(plain)
+    assert "label_names" not in document
+    assert not any(key in entry for entry in _entries(plain) for key in CLASS_KEYS)
+    # the option draws from streams of its own: patients, formats and the healthy images stay, byte for byte
+    healthy = [entry for entry in _entries(classified) if not entry["label"]]
+    assert healthy
+    for entry in healthy:
+        for key in ("image", "lung_mask"):
+            assert classified_files[entry[key]] == plain_files[entry[key]], entry[key]
+    plain_rows, classified_rows = _data_entry_rows(plain), _data_entry_rows(classified)
+    assert list(plain_rows) == list(classified_rows)  # the same file names: the same formats
+    for name, row in classified_rows.items():
+        assert row[2:] == plain_rows[name][2:]  # follow-up, patient, age, sex, view, size, spacing
+        if row[1] == "No Finding":
+            assert plain_rows[name][1] == "No Finding"
+    assert {row[0] for row in plain_rows.values() if row[1] != "No Finding"} == \
+        {row[0] for row in classified_rows.values() if row[1] != "No Finding"}
+
+
+def test_classification_labels_follow_the_findings_drawn(classification_dirs):
+    classified, _ = classification_dirs
+    document = validate_datalist(classified / "datalist.json")
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    assert document["label_names"] == list(CLASSIFICATION_FINDINGS)
+    rows = _data_entry_rows(classified)
+    boxes = defaultdict(list)
+    for row in (classified / "BBox_List_2017.csv").read_text().splitlines()[1:]:
+        name, finding, *_ = row.split(",")
+        boxes[name].append(finding)
+    drawn = set()
+    for entry in _entries(classified):
+        name = Path(entry["image"]).name
+        findings = entry.get("findings", [])
+        assert entry["labels"] == [int(label in findings) for label in CLASSIFICATION_FINDINGS]
+        assert entry["label"] == int(any(entry["labels"]))
+        assert rows[name][1] == ("|".join(findings) or "No Finding")
+        assert sorted(set(boxes[name])) == findings == sorted(set(entry.get("box_labels", [])))
+        drawn.update(findings)
+        if findings:  # every box marks its finding in the lesion mask
+            lesions = _mask(classified / entry["lesion_mask"])
+            for x0, y0, x1, y1 in entry["boxes"]:
+                assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE and lesions[y0:y1, x0:x1].any()
+    assert {"Cardiomegaly", "Fracture"} <= drawn
+
+
+def test_classification_splits_every_image_by_patient(classification_dirs):
+    classified, _ = classification_dirs
+    document = _datalist(classified)
+    patient_of = {name: row[3] for name, row in _data_entry_rows(classified).items()}
+    patients = {key: {patient_of[Path(e["image"]).name] for e in document[key]} for key in SPLITS}
+    assert not patients["training"] & patients["validation"]
+    assert not (patients["training"] | patients["validation"]) & (patients["test"] | patients["test_unhealthy"])
+    assert any(entry["label"] for entry in document["training"])  # abnormal images to train on
+    assert all(entry["label"] == 0 for entry in document["test"])
+    assert all(entry["label"] == 1 for entry in document["test_unhealthy"])
+    assert sum(len(document[key]) for key in SPLITS) == CLASS_KWARGS["num_images"]
+
+
+def test_classification_laterals_pair_with_their_frontal_view(classification_dirs):
+    classified, _ = classification_dirs
+    entries = _entries(classified)
+    assert len(list((classified / "laterals").iterdir())) == len(entries)
+    assert len({entry["study"] for entry in entries}) == len(entries)
+    for entry in entries:
+        image = Path(entry["image"])
+        assert entry["lateral"] == f"laterals/{image.name}"  # the frontal's format
+        assert entry["study"] == f"study_{int(image.stem.split('_')[1]):05d}"
+        frontal, frontal_meta = read_cxr(classified / entry["image"])
+        lateral, lateral_meta = read_cxr(classified / entry["lateral"])
+        assert lateral.shape == frontal.shape == (SIZE, SIZE)
+        assert 0.0 <= lateral.min() and lateral.max() <= 1.0 and lateral.std() > 0.1
+        assert lateral_meta["photometric_interpretation"] == frontal_meta["photometric_interpretation"]
+        if image.suffix == ".dcm":
+            front_ds = pydicom.dcmread(classified / entry["image"], stop_before_pixels=True)
+            side_ds = pydicom.dcmread(classified / entry["lateral"], stop_before_pixels=True)
+            assert front_ds.ViewPosition == "PA" and side_ds.ViewPosition == "LL"
+            assert side_ds.StudyInstanceUID == front_ds.StudyInstanceUID
+            assert side_ds.SeriesInstanceUID != front_ds.SeriesInstanceUID
+            assert side_ds.SOPInstanceUID != front_ds.SOPInstanceUID
+            assert side_ds.BitsStored == front_ds.BitsStored
+    assert "PHANTOM" not in (classified / "datalist.json").read_text()  # no patient identifiers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cardiomegaly_raises_the_cardiothoracic_ratio(seed):
+    normal = make_phantom(SIZE, seed, lateral=True)
+    enlarged = make_phantom(SIZE, seed, findings=("Cardiomegaly",), lateral=True)
+    assert 0.33 < normal.cardiothoracic_ratio < 0.47
+    assert 0.53 < enlarged.cardiothoracic_ratio < 0.68
+    assert enlarged.cardiothoracic_ratio > normal.cardiothoracic_ratio + 0.1
+    (lesion,) = enlarged.lesions
+    assert lesion.finding == "Cardiomegaly" and np.array_equal(lesion.mask, enlarged.heart_mask)
+    assert not (enlarged.heart_mask & enlarged.lung_mask).any()
+    assert enlarged.lung_mask.sum() < normal.lung_mask.sum()  # the heart takes lung away
+    # the lateral heart shadow grows too
+    assert enlarged.lateral.heart_mask.sum() > 1.3 * normal.lateral.heart_mask.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fractures_break_the_bone_image(seed):
+    healthy = make_phantom(256, seed, bone_pairs=True)
+    broken = make_phantom(256, seed, findings=("Fracture",), bone_pairs=True)
+    assert broken.findings == ["Fracture"] and 1 <= len(broken.lesions) <= 2
+    near = np.zeros_like(broken.lung_mask)
+    for lesion in broken.lesions:
+        x0, y0, x1, y1 = lesion.box
+        assert 4 <= x1 - x0 <= 40 and 4 <= y1 - y0 <= 40
+        before, after = healthy.bone[y0:y1, x0:x1], broken.bone[y0:y1, x0:x1]
+        # a gap: the rib is gone there (what is left is another bone crossing it, if any)
+        gap = before - after > 0.05
+        assert gap.sum() >= 4, (seed, lesion.box)
+        # and the displaced fragment: bone where there was none
+        assert (after - before > 0.05).sum() >= 4, (seed, lesion.box)
+        near[max(y0 - 3, 0):y1 + 3, max(x0 - 3, 0):x1 + 3] = True
+    # the rest of the bone image is the healthy one (noise cancels in the bone image, up to the exposure curve)
+    far = ~ndimage.binary_dilation(near, iterations=int(0.06 * 128) + 2)  # the displaced lateral fragment
+    changed = np.abs(broken.bone - healthy.bone) > 0.02
+    assert changed[far].mean() < 0.02
+    assert np.median(broken.bone[broken.rib_mask]) > 0.03  # still a full rib cage
+
+
+def test_lateral_view_anatomy_and_effusion():
+    healthy = make_phantom(SIZE, 4, lateral=True)
+    plain = make_phantom(SIZE, 4)
+    assert plain.lateral is None and healthy.image.tobytes() == plain.image.tobytes()
+    lateral = healthy.lateral
+    assert lateral.image.shape == (SIZE, SIZE) and lateral.image.dtype == np.float32
+    assert lateral.lung_mask.sum() > 0.1 * SIZE * SIZE and lateral.heart_mask.any()
+    assert not (lateral.lung_mask & lateral.heart_mask).any()
+    assert lateral.image[lateral.lung_mask].mean() + 0.1 < lateral.image[lateral.heart_mask].mean()
+    # heart in front (image left) of the lung field's centre, spine behind it
+    heart_x = np.nonzero(lateral.heart_mask)[1].mean()
+    lung_x = np.nonzero(lateral.lung_mask)[1]
+    assert heart_x < lung_x.mean()
+    # an effusion fills the posterior costophrenic sulcus of the lateral view (nothing else changes: the
+    # lateral stream draws nothing for it)
+    sick = make_phantom(SIZE, 4, findings=("Effusion",), lateral=True)
+    change = sick.lateral.image - lateral.image
+    assert np.abs(change).max() > 0.1
+    rows, cols = np.nonzero(np.abs(change) > 0.05)
+    assert rows.mean() > 0.55 * SIZE and cols.mean() > lung_x.mean()  # low and at the back
+
+
+def test_cli_classification_and_overwrite_without_it(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "3", "--size", "64", "--seed", "1",
+                     "--abnormal-fraction", "0.67", "--classification"]) == 0
+    assert "lateral views" in capsys.readouterr().out
+    assert len(list((out / "laterals").iterdir())) == 3
+    assert _datalist(out)["label_names"] == list(CLASSIFICATION_FINDINGS)
+    assert all(key in entry for entry in _entries(out) for key in CLASS_KEYS)
+    validate_datalist(out / "datalist.json")
+    assert cli_main(["phantom", "--out", str(out), "--num-images", "3", "--size", "64", "--overwrite"]) == 0
+    assert not any((out / "laterals").iterdir())  # stale laterals removed
+    assert not any(key in entry for entry in _entries(out) for key in CLASS_KEYS)

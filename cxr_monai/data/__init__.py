@@ -44,7 +44,9 @@ if TYPE_CHECKING:  # static tools see the eager imports
     )
     from cxr_monai.data.patch_loader import PatchPoolDataLoader
     from cxr_monai.data.phantom import (
+        CLASSIFICATION_FINDINGS,
         FINDINGS,
+        PhantomLateral,
         PhantomLesion,
         PhantomRadiograph,
         PhantomSummary,
@@ -73,7 +75,8 @@ _BONE_PAIR_BUILDER = ("build_bone_pair_datalist",)
 _CLASSIFICATION_BUILDERS = ("CHESTXRAY14_CLASSES", "CHEXPERT_CLASSES", "build_chestxray14_datalist",
                             "build_chexpert_datalist")
 _PATCH_LOADER = ("PatchPoolDataLoader",)
-_PHANTOM = ("FINDINGS", "PhantomLesion", "PhantomRadiograph", "PhantomSummary", "generate_phantoms", "make_phantom")
+_PHANTOM = ("CLASSIFICATION_FINDINGS", "FINDINGS", "PhantomLateral", "PhantomLesion", "PhantomRadiograph", "PhantomSummary",
+            "generate_phantoms", "make_phantom")
 
 # public name -> the submodule that defines it
 _LAZY = {
@@ -88,12 +91,14 @@ _LAZY = {
 }
 
 __all__ = [
+    "CLASSIFICATION_FINDINGS",
     "CHESTXRAY14_CLASSES",
     "CHEXPERT_CLASSES",
     "FINDINGS",
     "DatalistError",
     "DatalistSummary",
     "PatchPoolDataLoader",
+    "PhantomLateral",
     "PhantomLesion",
     "PhantomRadiograph",
     "PhantomSummary",

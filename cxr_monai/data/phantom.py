@@ -7,7 +7,11 @@ hila. Healthy texture is smooth and predictable from context (ribs are continuou
 branches, exposure varies in smooth gradients); lesions are not: ``Nodule``, ``Mass``, ``Consolidation``
 (patchy, with air bronchograms), ``Effusion`` (a meniscus at the costophrenic angle) and ``Pneumothorax``
 (an apical-lateral rim without vessel markings, bounded by a thin pleural line). Each synthetic patient has
-fixed anatomy; its follow-up images differ in pose, exposure, noise and lesions.
+fixed anatomy; its follow-up images differ in pose, exposure, noise and lesions. For classification
+(``classification=True``) two more findings, ``Cardiomegaly`` (the heart enlarged to a cardiothoracic ratio of
+0.55-0.65, against 0.36-0.43 for normal phantoms) and ``Fracture`` (a gap across one or two ribs or a clavicle,
+the lateral fragment displaced, drawn in the bone layer), and a lateral view of every image
+(:class:`PhantomLateral`).
 
 Python::
 
@@ -41,6 +45,12 @@ Files written under the output directory:
   ``rib_masks/phantom_00000.png`` (uint8 0/255), the lung pixels on a rib or clavicle. Datalist keys
   ``bone_suppressed``, ``bone`` and ``rib_mask``. Without it every file is the same as before, byte for byte.
   See :class:`PhantomRadiograph` for the exact definitions.
+- With ``classification=True`` (``--classification``), for a multi-label (frontal + lateral) classifier: the
+  abnormal images draw each finding of :data:`CLASSIFICATION_FINDINGS` independently
+  (:data:`CLASSIFICATION_PROBABILITIES`), Cardiomegaly and Fracture included (boxes: the heart; the break);
+  ``laterals/phantom_00000.png`` (or ``.dcm``, like the image), the lateral view; datalist top-level
+  ``label_names`` and per entry ``labels`` (multi-hot), ``lateral`` and ``study``; all images split by patient,
+  abnormal ones too. Without it every file is the same as before, byte for byte.
 
 The same seed gives byte-identical files (DICOM UIDs are derived from the seed; there are no timestamps).
 Cost: about 0.16 s of one CPU core per 1024 px image, files included (smooth anatomy is drawn at half
@@ -59,7 +69,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +81,13 @@ from scipy import ndimage
 from cxr_monai.data.datalist import split_groups
 
 __all__ = [
+    "CLASSIFICATION_FINDINGS",
+    "CLASSIFICATION_PROBABILITIES",
     "FINDINGS",
     "NIH_BBOX_HEADER",
     "NIH_DATA_ENTRY_HEADER",
     "RIB_MASK_THRESHOLD",
+    "PhantomLateral",
     "PhantomLesion",
     "PhantomRadiograph",
     "PhantomSummary",
@@ -86,6 +99,17 @@ __all__ = [
 
 FINDINGS = ("Nodule", "Mass", "Consolidation", "Effusion", "Pneumothorax")
 """Lesion types, named as the NIH ChestX-ray14 labels."""
+
+CLASSIFICATION_FINDINGS = (*FINDINGS, "Cardiomegaly", "Fracture")
+"""Every finding the generator can draw, in the order of a classification set's ``label_names``: the lesion types
+of :data:`FINDINGS`, then ``Cardiomegaly`` (an enlarged heart, cardiothoracic ratio 0.55-0.65) and ``Fracture``
+(a broken rib or clavicle: a gap with a displaced fragment), which only ``classification=True`` draws."""
+
+CLASSIFICATION_PROBABILITIES = {"Nodule": 0.25, "Mass": 0.12, "Consolidation": 0.2, "Effusion": 0.2,
+                                "Pneumothorax": 0.15, "Cardiomegaly": 0.3, "Fracture": 0.2}
+"""With ``classification=True``, each abnormal image draws every finding independently with this probability,
+drawing again while it has none (so within the abnormal images each finding is present 1.25 times as often,
+1.78 findings an image on average)."""
 
 NIH_DATA_ENTRY_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -198,22 +222,44 @@ class _RibFamily:
     wobble: tuple[float, float, float, float]  # phase amplitude, frequency, offset; thickness offset
     t_fade: tuple[float, float]  # medial fade-in between these t
 
-    def render(self, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def phase(self, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rib phase at ``(t, v)`` (``k + 0.5`` on the axis of rib ``k``), the ribs' slope dv/dt, and ``x``."""
         bend = np.maximum(t - self.t_bend, 0.0)
         w = v - (self.c1 * t + self.c2 * t * t + self.c3 * bend * bend)
         slope = self.c1 + 2.0 * self.c2 * t + 2.0 * self.c3 * bend
         x = np.maximum((w - self.top) * (1.0 / self.length), 1e-4)
         phase = self.count * x**self.power
-        amplitude, frequency, offset, thickness_offset = self.wobble
+        amplitude, frequency, offset, _ = self.wobble
         phase += amplitude * np.sin(frequency * phase + offset)
+        return phase, slope, x
+
+    def _nearest(self, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index of the nearest rib axis above each pixel, the phase past it (0..1) and the ribs' half-thickness."""
+        phase, slope, x = self.phase(t, v)
         # phase units per canonical unit across the rib, so that ribs keep their thickness where they bend down
         phase_per_unit = phase * (self.power / self.length) / x * np.sqrt(1.0 + slope * slope)
-        half = self.half_thickness * (1.0 + 0.08 * np.sin(2.3 * phase + thickness_offset)) * phase_per_unit
+        half = self.half_thickness * (1.0 + 0.08 * np.sin(2.3 * phase + self.wobble[3])) * phase_per_unit
         below = np.floor(phase - 0.5)  # index of the nearest rib axis above this pixel
-        f = phase - 0.5 - below
+        return below, phase - 0.5 - below, half
+
+    def render(self, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+        below, f, half = self._nearest(t, v)
         out = np.where((below >= 0) & (below < self.count), _bone_profile(f / half), 0.0)
         out += np.where((below >= -1) & (below < self.count - 1), _bone_profile((1.0 - f) / half), 0.0)
         return out * _smoothstep(self.t_fade[0], self.t_fade[1], t)
+
+    def render_rib(self, t: np.ndarray, v: np.ndarray, rib: int) -> np.ndarray:
+        """Rib ``rib`` alone: its share of :meth:`render`."""
+        below, f, half = self._nearest(t, v)
+        out = np.where(below == rib, _bone_profile(f / half), 0.0)
+        out += np.where(below == rib - 1, _bone_profile((1.0 - f) / half), 0.0)
+        return out * _smoothstep(self.t_fade[0], self.t_fade[1], t)
+
+    def axis_v(self, t: float, rib: int) -> float:
+        """Height ``v`` of rib ``rib``'s axis at ``t`` (canonical)."""
+        v = np.linspace(self.top, self.top + 1.5 * self.length, 3001)
+        phase = self.phase(np.full_like(v, t), v)[0]
+        return float(np.interp(rib + 0.5, np.maximum.accumulate(phase), v))
 
 
 @dataclass(frozen=True)
@@ -315,6 +361,32 @@ class _PatientAnatomy:
     vessels: tuple[_VesselTree, _VesselTree]
     age: int
     sex: str
+    fractures: tuple[_Fracture, ...] = ()  # per image, drawn only for a Fracture finding
+
+
+@dataclass(frozen=True)
+class _Fracture:
+    """A broken posterior rib or clavicle: a gap across the bone, the lateral fragment displaced.
+
+    ``at`` is the break's ``t``, on rib ``rib`` of the posterior family of side ``side`` or, with ``rib`` -1, on
+    that side's clavicle; ``gap`` (along ``t``) and ``step`` (down, > 0, or up) in canonical units.
+    """
+
+    side: int
+    rib: int
+    at: float
+    gap: float
+    step: float
+
+    @property
+    def clavicle(self) -> bool:
+        return self.rib < 0
+
+    def fragments(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights of the medial and the lateral fragment at ``t`` (a canonical t; 0 in the gap)."""
+        edge = 0.004
+        return (_smoothstep(self.at - 0.5 * self.gap, self.at - 0.5 * self.gap - edge, t),
+                _smoothstep(self.at + 0.5 * self.gap, self.at + 0.5 * self.gap + edge, t))
 
 
 def _rib_family(rng: np.random.Generator, *, anterior: bool, scale_v: float) -> _RibFamily:
@@ -409,11 +481,12 @@ class _Pose:
         v = self.scale * (s * cu + c * cv) + self.shift[1]
         return (u + 1.0) * self.size / 2.0 - 0.5, (v + 1.0) * self.size / 2.0 - 0.5
 
-    def grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Canonical coordinates of every pixel, two float32 ``(size, size)`` arrays."""
+    def grid(self, window: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical coordinates of every pixel, two float32 ``(size, size)`` arrays (of ``window`` only if given)."""
         axis = ((np.arange(self.size, dtype=np.float32) + 0.5) * (2.0 / self.size) - 1.0)
         c, s = math.cos(self.angle) / self.scale, math.sin(self.angle) / self.scale
-        du, dv = axis - np.float32(self.shift[0]), axis - np.float32(self.shift[1])
+        rows, cols = window if window is not None else (slice(None), slice(None))
+        du, dv = axis[cols] - np.float32(self.shift[0]), axis[rows] - np.float32(self.shift[1])
         cu = (c * du)[None, :] + (s * dv)[:, None]
         cv = (-s * du)[None, :] + (c * dv)[:, None]
         return cu.astype(np.float32), cv.astype(np.float32)
@@ -456,7 +529,12 @@ RIB_MASK_THRESHOLD = 0.1
 
 @dataclass
 class PhantomLesion:
-    """One synthetic lesion: NIH finding name, full-image boolean mask, box ``(x0, y0, x1, y1)`` (max exclusive)."""
+    """One synthetic finding: NIH finding name, full-image boolean mask, box ``(x0, y0, x1, y1)`` (max exclusive).
+
+    The masks of :data:`FINDINGS` lie in the lungs. ``Cardiomegaly``'s is the cardiac silhouette
+    (:attr:`PhantomRadiograph.heart_mask`), outside the lungs; ``Fracture``'s (one lesion per broken bone) the bone
+    around the break, before and after it broke, within half a gap plus 1.5 px of the gap's edges.
+    """
 
     finding: str
     mask: np.ndarray
@@ -494,6 +572,11 @@ class PhantomRadiograph:
     lung borders and are sparse over the darker bases, so whole-lung means differ by up to about 0.02, a fifth of
     the radiograph's 0.07-0.10. Compare a prediction with the same measure on ``soft_tissue`` (or subtract a
     local background) rather than with 0.
+
+    ``heart_mask``: bool ``(H, W)``, the cardiac silhouette (the heart above the diaphragm), set by
+    :func:`make_phantom` and :func:`generate_phantoms`; :attr:`cardiothoracic_ratio` measures it against the lungs.
+    ``lateral``: the lateral view of the same patient and findings (:class:`PhantomLateral`), rendered with
+    ``lateral=True``; ``None`` otherwise.
     """
 
     image: np.ndarray
@@ -503,6 +586,21 @@ class PhantomRadiograph:
     soft_tissue: np.ndarray | None = None
     bone: np.ndarray | None = None
     rib_mask: np.ndarray | None = None
+    heart_mask: np.ndarray | None = None
+    lateral: PhantomLateral | None = None
+
+    @property
+    def cardiothoracic_ratio(self) -> float | None:
+        """Width of ``heart_mask`` over the width of ``lung_mask`` (both lungs, outer borders), in pixels.
+
+        About 0.36-0.43 for a normal phantom, 0.55-0.65 with ``Cardiomegaly`` (``None`` without a heart mask).
+        """
+        if self.heart_mask is None:
+            return None
+        heart, lungs = _bbox(self.heart_mask), _bbox(self.lung_mask)
+        if heart is None or lungs is None:
+            return None
+        return (heart[2] - heart[0]) / (lungs[2] - lungs[0])
 
     @property
     def between_rib_mask(self) -> np.ndarray | None:
@@ -521,6 +619,26 @@ class PhantomRadiograph:
         for lesion in self.lesions:
             mask |= lesion.mask
         return mask
+
+
+@dataclass
+class PhantomLateral:
+    """The lateral view (left lateral, the patient facing the image left) of a phantom: the same patient, findings
+    and image size, its own pose, exposure and noise.
+
+    ``image`` float32 ``(H, W)`` in [0, 1], lungs dark; ``lung_mask`` (bool) the lung field seen from the side (both
+    lungs, the heart excluded); ``heart_mask`` (bool) the heart shadow. Anterior is on the left, the spine on the
+    right, the sternum at the front, the heart anterior-inferior over the two diaphragm domes (the patient's
+    right one higher), ribs as oblique curves running down towards the front (the two sides slightly apart).
+    Findings: nodules, masses and consolidations at the frontal's height (at a random depth); an effusion
+    fills that side's posterior costophrenic sulcus, its meniscus climbing the back; a pneumothorax is a subtle
+    apical pleural line; cardiomegaly is a deeper, taller heart shadow reaching back towards the spine. Fractures
+    are not shown (in a lateral view the ribs of both sides overlap).
+    """
+
+    image: np.ndarray
+    lung_mask: np.ndarray
+    heart_mask: np.ndarray
 
 
 class _Layers:
@@ -606,30 +724,160 @@ def _render_ribs_and_clavicles(layers: _Layers) -> None:
             cage *= 1.0 - 0.8 * _smoothstep(0.0, 0.15, v - lung.dome_v(t))
             cage *= 0.4 + 0.6 * layers.air[sl]  # ribs show best against lung air
             rendered = ribs.render(t, v)
+            if ribs is posterior:
+                for fracture in a.fractures:
+                    if fracture.side == side and not fracture.clavicle:
+                        rendered = rendered + _broken_rib(ribs, fracture, t, v)
             added = density * cage * rendered
             layers.density[sl] += added
             if keep:
                 layers.bone[sl] += added
                 layers.bone_profile[sl] += cage * rendered
         # clavicle: a gently S-shaped tube from the sternal end (t0) out to the shoulder
-        v0, slope, bend, length = clavicle
-        t0 = 0.06
+        v0, slope, _, length = clavicle
+        t0 = _CLAVICLE_T0
         sl = pose.crop(min(side * t0, side * (t0 + length)) - 0.03, max(side * t0, side * (t0 + length)) + 0.03,
                        v0 + slope * length - 0.1, v0 + 0.1)
         t, v = side * layers.cu[sl], layers.cv[sl]
-        s = (t - t0) / length
-        phase = 2.0 * math.pi * s
-        centre = v0 + slope * (t - t0) + bend * np.sin(phase)
-        tilt = slope + bend * 2.0 * math.pi / length * np.cos(phase)
-        half = 0.026 * (1.0 + 0.4 * np.exp(-np.square(s / 0.08)))
-        z = (v - centre) / (half * np.sqrt(1.0 + tilt * tilt))
-        ends = _smoothstep(-0.02, 0.02, s) * _smoothstep(1.02, 0.96, s)
+        z, ends = _clavicle_z(clavicle, t, v)
         profile = _bone_profile(z, cortex=0.4)
+        for fracture in a.fractures:
+            if fracture.side == side and fracture.clavicle:
+                profile = _broken_clavicle(clavicle, fracture, t, v, profile)
         added = _CLAVICLE * profile * ends
         layers.density[sl] += added
         if keep:
             layers.bone[sl] += added
             layers.bone_profile[sl] += profile * ends
+
+
+_CLAVICLE_T0 = 0.06  # t of the clavicle's sternal end
+
+
+def _clavicle_z(clavicle: tuple[float, float, float, float], t: np.ndarray,
+                v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance across the clavicle in half-widths, and its fade at the two ends."""
+    v0, slope, bend, length = clavicle
+    s = (t - _CLAVICLE_T0) / length
+    phase = 2.0 * math.pi * s
+    centre = v0 + slope * (t - _CLAVICLE_T0) + bend * np.sin(phase)
+    tilt = slope + bend * 2.0 * math.pi / length * np.cos(phase)
+    half = 0.026 * (1.0 + 0.4 * np.exp(-np.square(s / 0.08)))
+    z = (v - centre) / (half * np.sqrt(1.0 + tilt * tilt))
+    return z, _smoothstep(-0.02, 0.02, s) * _smoothstep(1.02, 0.96, s)
+
+
+def _broken_rib(ribs: _RibFamily, fracture: _Fracture, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """What a rib fracture changes in ``ribs.render``: the gap cut out, the lateral fragment moved down by ``step``."""
+    before = ribs.render_rib(t, v, fracture.rib)
+    medial, lateral = fracture.fragments(t)
+    return before * (medial - 1.0) + ribs.render_rib(t, v - fracture.step, fracture.rib) * lateral
+
+
+def _broken_clavicle(clavicle: tuple[float, float, float, float], fracture: _Fracture, t: np.ndarray,
+                     v: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    medial, lateral = fracture.fragments(t)
+    return profile * medial + _bone_profile(_clavicle_z(clavicle, t, v - fracture.step)[0], cortex=0.4) * lateral
+
+
+def _fracture_mask(anatomy: _PatientAnatomy, pose: _Pose, fracture: _Fracture) -> np.ndarray:
+    """The break: the bone (before and after it broke) within half a gap plus 1.5 px of the gap's edges."""
+    index = _SIDES.index(fracture.side)
+    ppu = pose.pixels_per_unit
+    reach = fracture.gap + 1.5 / ppu  # from the break's centre
+    if fracture.clavicle:
+        clavicle = anatomy.clavicle[index]
+        v_axis = clavicle[0] + clavicle[1] * (fracture.at - _CLAVICLE_T0)
+    else:
+        ribs = anatomy.posterior_ribs[index]
+        v_axis = ribs.axis_v(fracture.at, fracture.rib)
+    u0, u1 = sorted((fracture.side * (fracture.at - reach), fracture.side * (fracture.at + reach)))
+    window = pose.crop(u0 - 0.02, u1 + 0.02, v_axis - 0.12 - abs(fracture.step), v_axis + 0.12 + abs(fracture.step))
+    cu, cv = pose.grid(window)
+    t = fracture.side * cu
+    if fracture.clavicle:
+        before = _bone_profile(_clavicle_z(clavicle, t, cv)[0], cortex=0.4)
+        after = _broken_clavicle(clavicle, fracture, t, cv, before)
+    else:
+        before = ribs.render_rib(t, cv, fracture.rib)
+        after = before + _broken_rib(ribs, fracture, t, cv)
+    mask = np.zeros((pose.size, pose.size), bool)
+    mask[window] = (np.abs(t - fracture.at) < reach) & ((before > 0.3) | (after > 0.3))
+    return mask
+
+
+def _sample_fractures(anatomy: _PatientAnatomy, rng: np.random.Generator) -> tuple[_Fracture, ...]:
+    """One broken rib (60 %), two neighbouring ribs broken side by side (25 %) or a clavicle (15 %).
+
+    Ribs break in their posterolateral arc, over the lung (t 0.35-0.7 of the lung's width); the clavicle in its
+    middle third. Gap 0.02-0.035 canonical units (4.3-7.5 mm at pose scale 1; 2.6-4.5 px at 256 px), the lateral
+    fragment moved 0.6-1.0 rib half-widths (0.016-0.032, 3.4-6.8 mm) up or down (a clavicle's drops).
+    """
+    kind = rng.random()
+    side = int(rng.choice(_SIDES))
+    index = _SIDES.index(side)
+    ribs, lung = anatomy.posterior_ribs[index], anatomy.lungs[index]
+
+    def gap_and_step() -> tuple[float, float]:
+        return rng.uniform(0.02, 0.035), rng.uniform(0.6, 1.0) * ribs.half_thickness * float(rng.choice((-1, 1)))
+
+    at = rng.uniform(0.35, 0.7) * lung.t_lateral
+
+    def over_lung(rib: int) -> bool:  # the break in the lung field, clear of its borders and of the heart
+        t, v = np.float32(at), np.float32(ribs.axis_v(at, rib))
+        return float(min(lung.sdf(t, v), _heart_outside(anatomy, side * t, v))) > 0.06
+
+    ribs_over_lung = [k for k in range(ribs.count) if over_lung(k)]
+    if kind >= 0.15 and ribs_over_lung:
+        pairs = [k for k in ribs_over_lung if k + 1 in ribs_over_lung]
+        if kind < 0.4 and pairs:
+            first = pairs[int(rng.integers(len(pairs)))]
+            return tuple(_Fracture(side, k, at + (k - first) * rng.normal(0.0, 0.02), *gap_and_step())
+                         for k in (first, first + 1))
+        return (_Fracture(side, ribs_over_lung[int(rng.integers(len(ribs_over_lung)))], at, *gap_and_step()),)
+    length = anatomy.clavicle[index][3]
+    gap, step = gap_and_step()
+    return (_Fracture(side, -1, _CLAVICLE_T0 + rng.uniform(0.33, 0.67) * length, gap, abs(step)),)
+
+
+def _heart_silhouette_ctr(anatomy: _PatientAnatomy) -> float:
+    """Cardiothoracic ratio in canonical units: width of the heart above the diaphragm over the lungs' width."""
+    a = anatomy
+    phi = np.linspace(0.0, 2.0 * math.pi, 1441)
+    c, s = math.cos(a.heart_angle), math.sin(a.heart_angle)
+    (ax, ay), (hu, hv) = a.heart_axes, a.heart_center
+    u = hu + ax * c * np.cos(phi) - ay * s * np.sin(phi)
+    v = hv + ax * s * np.cos(phi) + ay * c * np.sin(phi)
+    above = v < np.where(u < 0, a.lungs[0].dome_v(-u), a.lungs[1].dome_v(u))
+    return float((u[above].max() - u[above].min()) / (a.lungs[0].t_lateral + a.lungs[1].t_lateral))
+
+
+def _enlarge_heart(anatomy: _PatientAnatomy, ctr: float) -> _PatientAnatomy:
+    """The same patient with the heart grown (mostly to the patient's left and down) to cardiothoracic ratio ``ctr``."""
+    (ax, ay), (hu, hv) = anatomy.heart_axes, anatomy.heart_center
+
+    def grown(k: float) -> _PatientAnatomy:
+        return replace(anatomy, heart_axes=(ax * k, ay * (1.0 + 0.35 * (k - 1.0))),
+                       heart_center=(hu + 0.35 * ax * (k - 1.0), hv + 0.2 * ay * (k - 1.0)))
+
+    low, high = 1.0, 3.0
+    for _ in range(24):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if _heart_silhouette_ctr(grown(middle)) < ctr else (low, middle)
+    return grown(high)
+
+
+def _heart_mask(anatomy: _PatientAnatomy, pose: _Pose) -> np.ndarray:
+    """The cardiac silhouette: heart pixels above the diaphragm."""
+    a = anatomy
+    reach = max(a.heart_axes) + 0.05
+    window = pose.crop(a.heart_center[0] - reach, a.heart_center[0] + reach, a.heart_center[1] - reach,
+                       a.heart_center[1] + reach)
+    cu, cv = pose.grid(window)
+    dome = np.where(cu < 0, a.lungs[0].dome_v(-cu), a.lungs[1].dome_v(cu))
+    mask = np.zeros((pose.size, pose.size), bool)
+    mask[window] = (_heart_outside(a, cu, cv) < 0) & (cv < dome)
+    return mask
 
 
 def _render_spine_and_trachea(layers: _Layers) -> None:
@@ -775,6 +1023,7 @@ class _Drawn:
     mask: np.ndarray
     vessel_gain: np.ndarray | None = None  # < 1 where the lesion hides the vessel markings
     pleural_side: int | None = None  # the side an effusion or pneumothorax takes
+    geometry: dict = field(default_factory=dict)  # canonical position and size, for the lateral view
 
 
 class _Canvas:
@@ -866,7 +1115,12 @@ def _nodule_or_mass(canvas: _Canvas, rng: np.random.Generator, finding: str) -> 
     density[sy, sx] = amplitude * body
     mask = np.zeros_like(canvas.lungs)
     mask[sy, sx] = rho < 1.0
-    return _Drawn(density, mask & canvas.lungs)
+    return _Drawn(density, mask & canvas.lungs, geometry=_lesion_geometry(canvas, cy, cx, radius, amplitude))
+
+
+def _lesion_geometry(canvas: _Canvas, cy: int, cx: int, radius: float, amplitude: float) -> dict:
+    return {"u": float(canvas.cu[cy, cx]), "v": float(canvas.cv[cy, cx]),
+            "radius": radius / canvas.pose.pixels_per_unit, "amplitude": amplitude}
 
 
 def _consolidation(canvas: _Canvas, rng: np.random.Generator, finding: str) -> _Drawn | None:
@@ -902,7 +1156,8 @@ def _consolidation(canvas: _Canvas, rng: np.random.Generator, finding: str) -> _
     density[sy, sx] = amplitude * patchy * bronchograms * canvas.air[sy, sx]
     mask = np.zeros_like(canvas.lungs)
     mask[sy, sx] = patchy > 0.5
-    return _Drawn(density, mask & canvas.lungs)
+    return _Drawn(density, mask & canvas.lungs,
+                  geometry=_lesion_geometry(canvas, cy, cx, radius, amplitude) | {"aspect": aspect})
 
 
 def _free_side(canvas: _Canvas, rng: np.random.Generator) -> int | None:
@@ -925,7 +1180,8 @@ def _effusion(canvas: _Canvas, rng: np.random.Generator, finding: str) -> _Drawn
     fluid = _smoothstep(0.0, 0.035, canvas.cv - level) * ((canvas.cu > 0) == (side > 0))
     # fluid takes the place of nearly all the air: about as dense as the soft tissue around it
     mask = (fluid > 0.5) & canvas.side_mask(side)
-    return _Drawn((0.9 * _LUNG_AIR) * fluid * canvas.air, mask, 1.0 - fluid, side)
+    return _Drawn((0.9 * _LUNG_AIR) * fluid * canvas.air, mask, 1.0 - fluid, side,
+                  {"level": lung.v_dome + above_dome, "rise": rise})
 
 
 def _pneumothorax(canvas: _Canvas, rng: np.random.Generator, finding: str) -> _Drawn | None:
@@ -952,7 +1208,8 @@ def _pneumothorax(canvas: _Canvas, rng: np.random.Generator, finding: str) -> _D
     pleural_line = np.exp(-np.square((distance - rim_depth) / line_width)) * lateral * (taper > 0.05)
     collapsed = in_side * (1.0 - rim) * taper
     density = -0.12 * rim * canvas.air + 0.10 * pleural_line + 0.04 * collapsed
-    return _Drawn(density, (rim > 0.5) & in_side, 1.0 - rim, side)
+    return _Drawn(density, (rim > 0.5) & in_side, 1.0 - rim, side,
+                  {"depth": depth / canvas.pose.pixels_per_unit, "v_end": v_end})
 
 
 _LESION_RENDERERS: dict[str, Callable[[_Canvas, np.random.Generator, str], _Drawn | None]] = {
@@ -964,9 +1221,12 @@ _LESION_RENDERERS: dict[str, Callable[[_Canvas, np.random.Generator, str], _Draw
 }
 
 
-def _add_lesions(canvas: _Canvas, rng: np.random.Generator,
-                 findings: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None, list[PhantomLesion]]:
+def _add_lesions(canvas: _Canvas, rng: np.random.Generator, findings: Sequence[str],
+                 geometry: list[tuple[str, int | None, dict]] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, list[PhantomLesion]]:
     """Draw the lesions that fit; returns added density, vessel gain (``None`` if untouched) and the lesions.
+
+    ``geometry``, when given, receives ``(finding, pleural side, canonical geometry)`` of each lesion drawn.
 
     A lesion is redrawn (new random shape) until it is large enough and its box centre lies in a lung, so a
     patch centred on any box sees lung; after four tries it is left out.
@@ -992,6 +1252,8 @@ def _add_lesions(canvas: _Canvas, rng: np.random.Generator,
                 canvas.pleural_sides.add(drawn.pleural_side)
             canvas.occupy(drawn.mask, box)
             lesions.append(PhantomLesion(finding, drawn.mask, box))
+            if geometry is not None:
+                geometry.append((finding, drawn.pleural_side, drawn.geometry))
             break
     return density, vessel_gain, lesions
 
@@ -1022,15 +1284,22 @@ def _sample_acquisition(rng: np.random.Generator, size: int) -> _Acquisition:
 
 
 def _render(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.Generator,
-            findings: Sequence[str], bone_pairs: bool = False) -> PhantomRadiograph:
+            findings: Sequence[str], bone_pairs: bool = False,
+            lateral_rng: np.random.Generator | None = None) -> PhantomRadiograph:
     """Render one radiograph; with ``bone_pairs`` also its soft-tissue and bone images and rib mask.
 
     The bone pair draws nothing from ``rng`` and leaves the radiograph bit-identical: the soft-tissue image is
     the radiograph's density less the rib-and-clavicle layer, with the same noise added, through the same
-    exposure curve.
+    exposure curve. ``Cardiomegaly`` and ``Fracture`` change this image's anatomy (drawn from ``rng`` first, only
+    when asked for). With ``lateral_rng``, the lateral view too, drawn from that generator only.
     """
     pose = acquisition.pose
     size = pose.size
+    lesion_findings = [finding for finding in findings if finding in _LESION_RENDERERS]
+    if "Cardiomegaly" in findings:
+        anatomy = _enlarge_heart(anatomy, rng.uniform(0.55, 0.65))
+    if "Fracture" in findings:
+        anatomy = replace(anatomy, fractures=_sample_fractures(anatomy, rng))
     # smooth anatomy at half resolution for large images, thin vessels, lesions and noise at full resolution
     factor = 2 if size >= 512 and size % 2 == 0 else 1
     coarse = _Layers(anatomy, _Pose(size // factor, pose.angle, pose.scale, pose.shift), bone_layer=bone_pairs)
@@ -1048,13 +1317,22 @@ def _render(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.
         lung_sdf = _upsample2(coarse.lung_sdf)
     lungs = lung_sdf > 0
     lesions: list[PhantomLesion] = []
-    if findings:
+    geometry: list[tuple[str, int | None, dict]] = []
+    if lesion_findings:
         canvas = _Canvas(anatomy, pose, air, lungs)
-        lesion_density, vessel_gain, lesions = _add_lesions(canvas, rng, findings)
+        lesion_density, vessel_gain, lesions = _add_lesions(canvas, rng, lesion_findings, geometry)
         density += lesion_density
         if vessel_gain is not None:  # lesions that hide the vessel markings behind them
             vessels = coarse.vessels if fine is None else _upsample2(coarse.vessels) + fine
             density += (vessel_gain - 1.0) * vessels * air
+    heart_mask = _heart_mask(anatomy, pose)
+    if "Cardiomegaly" in findings:
+        lesions.append(PhantomLesion("Cardiomegaly", heart_mask.copy(), _bbox(heart_mask)))
+    for fracture in anatomy.fractures:
+        mask = _fracture_mask(anatomy, pose, fracture)
+        box = _bbox(mask)
+        if box is not None:
+            lesions.append(PhantomLesion("Fracture", mask, box))
     if bone_pairs:
         bone_density, bone_profile = ((coarse.bone, coarse.bone_profile) if fine is None else
                                       (_upsample2(coarse.bone), _upsample2(coarse.bone_profile)))
@@ -1072,13 +1350,161 @@ def _render(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.
     image = expose(density)
     right = pose.right_half()
     lung_boxes = [box for box in (_bbox(lungs & ~right), _bbox(lungs & right)) if box is not None]
-    radiograph = PhantomRadiograph(image=image, lung_mask=lungs, lung_boxes=lung_boxes, lesions=lesions)
+    radiograph = PhantomRadiograph(image=image, lung_mask=lungs, lung_boxes=lung_boxes, lesions=lesions,
+                                   heart_mask=heart_mask)
     if bone_pairs:
         soft_density += noise  # the radiograph's noise realisation, so that it cancels in the bone image
         radiograph.soft_tissue = expose(soft_density)
         radiograph.bone = image - radiograph.soft_tissue
         radiograph.rib_mask = lungs & (bone_profile >= RIB_MASK_THRESHOLD)
+    if lateral_rng is not None:
+        radiograph.lateral = _render_lateral(anatomy, _sample_acquisition(lateral_rng, size), lateral_rng, geometry)
     return radiograph
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the lateral view: (w, v) canonical coordinates, w to the image right = posterior (a left lateral, the patient
+# facing the image left), v down as in the frontal view, so that findings keep their height
+
+_LATERAL_DEPTH = 0.62  # half the chest's depth over half its width
+
+
+def _render_lateral(anatomy: _PatientAnatomy, acquisition: _Acquisition, rng: np.random.Generator,
+                    lesions: Sequence[tuple[str, int | None, dict]]) -> PhantomLateral:
+    """Render the lateral view: smooth anatomy and findings at half resolution from 512 px, noise at full."""
+    a, pose = anatomy, acquisition.pose
+    size = pose.size
+    factor = 2 if size >= 512 and size % 2 == 0 else 1
+    coarse = _Pose(size // factor, pose.angle, pose.scale, pose.shift)
+    w, v = coarse.grid()
+    depth = _LATERAL_DEPTH * a.body_half_width
+    # body from the side: a gently convex chest wall and back, the abdomen below, the neck above the rounded
+    # shoulders, the arms and shoulders over the upper chest
+    front = -depth * (1.0 - 0.1 * np.square(v + 0.1))
+    back = depth * (1.0 - 0.06 * np.square(v - 0.1))
+    shoulders = a.shoulder_v + 0.05 + 0.9 * np.square(w - 0.05)
+    torso = np.sqrt(np.maximum(1.0 - np.square((2.0 * w - front - back) / (back - front)), 0.0))
+    torso *= _smoothstep(0.0, 0.1, v - shoulders)
+    neck = np.sqrt(np.maximum(1.0 - np.square((w - 0.1) / 0.24), 0.0)) * 0.9
+    density = _AIR_OUTSIDE + (_SOFT_TISSUE - _AIR_OUTSIDE) * np.maximum(torso, neck)
+    density += 0.06 * torso * _smoothstep(-0.25, -0.6, v)
+    # the two lungs, seen through each other: apex, retrosternal and posterior borders, each its own dome (the
+    # patient's right one higher), deepest in the posterior costophrenic sulcus
+    w_front, w_back, w_dome, w_spine = -depth + 0.13, depth - 0.1, -0.15 * depth, depth - 0.3
+    domes, sdfs = [], []
+    for lung in a.lungs:
+        dome = lung.v_dome + np.where(w > w_dome, np.float32(0.75), np.float32(0.35)) * np.square(w - w_dome)
+        apex = v - (lung.v_apex + 0.04 + 0.9 * np.square(w - 0.05))
+        domes.append(dome)
+        sdfs.append(np.minimum(np.minimum(w - w_front, w_back - w), np.minimum(apex, dome - v)))
+    # the heart: anterior-inferior, against the front of the chest, on the diaphragm; its long axis tilted
+    # forwards and down. An enlarged heart reaches back towards the spine and up
+    heart_a, heart_b, angle = 0.85 * a.heart_axes[0], 0.95 * a.heart_axes[1], -0.6
+    c, s = math.cos(angle), math.sin(angle)
+    heart_w = w_front - 0.04 + math.hypot(heart_a * c, heart_b * s)
+    heart_v = a.heart_center[1] - 0.04
+    du, dv = w - heart_w, v - heart_v
+    heart_outside = (np.sqrt(np.square((c * du + s * dv) / heart_a) + np.square((-s * du + c * dv) / heart_b)) - 1.0
+                     ) * min(heart_a, heart_b)
+    heart = _smoothstep(0.02, -0.06, heart_outside)
+    density += 1.3 * _HEART * heart
+    # the lungs thin out behind the vertebral bodies (the paravertebral gutters)
+    thin = 1.0 - 0.35 * _smoothstep(w_spine, w_back, w)
+    airs = [_smoothstep(-0.025, 0.045, sdf) * (0.82 + 0.18 * _smoothstep(-0.7, -0.2, v)) * (1.0 - 0.7 * heart)
+            * thin for sdf in sdfs]
+    # spine at the back (thoracic kyphosis), one vertebra per rib as in the frontal view, posterior elements
+    sl = coarse.crop(w_spine - 0.3, w_spine + 0.3, -1.0, 1.0)
+    ws, vs = w[sl], v[sl]
+    ribs = a.posterior_ribs[0]
+    phase = ribs.count * np.maximum((vs - ribs.c1 * 0.05 - ribs.top) / ribs.length, 1e-4) ** ribs.power
+    frac = phase - np.floor(phase)
+    x = (ws - (w_spine - 0.08 * np.square(vs))) / 0.075
+    body = _smoothstep(1.1, 0.85, np.abs(x)) + 0.4 * np.exp(-np.square((np.abs(x) - 0.92) / 0.1))
+    disc = np.exp(-np.square((frac - 0.05) / 0.09)) + np.exp(-np.square((frac - 1.05) / 0.09))
+    arch = np.exp(-(np.square((x - 2.2) / 0.6) + np.square((frac - 0.45) / 0.2)))
+    density[sl] += 2.0 * _SPINE * (body * (1.0 - 0.5 * disc) + 0.5 * arch)
+    # sternum at the front, its lower end further forwards
+    sl = coarse.crop(-depth, -depth + 0.2, -0.7, 0.3)
+    ws, vs = w[sl], v[sl]
+    z = (ws - (-depth + 0.1 - 0.03 * (vs + 0.62))) / 0.022
+    density[sl] += 0.09 * _bone_profile(z, cortex=0.4) * _smoothstep(-0.68, -0.6, vs) * _smoothstep(0.27, 0.2, vs)
+    # ribs from the spine forwards and down, thinner than seen from the front, fading into the costal
+    # cartilages; both sides, a little apart (the far side is magnified)
+    sl = coarse.crop(w_front, w_spine + 0.12, -1.0, 1.0)
+    ws, vs = w[sl], v[sl]
+    t = w_spine + 0.12 - ws
+    for far, (side_ribs, dome, air) in enumerate(zip(a.posterior_ribs, domes, airs)):
+        lateral_ribs = replace(side_ribs, c1=0.25 + 0.03 * far, c2=0.35, c3=0.0, t_bend=2.0, t_fade=(0.0, 0.06),
+                               top=side_ribs.top + 0.015 * far, half_thickness=0.7 * side_ribs.half_thickness)
+        fade = _smoothstep(w_front, w_front + 0.25, ws) * (1.0 - 0.8 * _smoothstep(0.0, 0.15, vs - dome[sl]))
+        fade *= _smoothstep(0.0, 0.3, torso[sl])  # none above the shoulders
+        density[sl] += 0.6 * _POSTERIOR_RIB * (0.4 + 0.6 * air[sl]) * fade * lateral_ribs.render(t, vs)
+    # trachea down to the carina, tilting backwards; the gastric bubble under the patient's left dome
+    sl = coarse.crop(-0.2, 0.15, -1.0, -0.05)
+    ws, vs = w[sl], v[sl]
+    x = (ws - (-0.05 + 0.1 * (vs + 1.0))) / 0.035
+    density[sl] -= 1.4 * _TRACHEA * np.exp(-np.square(np.square(x))) * _smoothstep(-0.1, -0.2, vs)
+    bubble_w = -0.25 * depth
+    top = float(a.lungs[1].v_dome + 0.35 * (bubble_w - w_dome) ** 2) + 0.06
+    sl = coarse.crop(bubble_w - 0.12, bubble_w + 0.12, top - 0.02, top + 0.12)
+    x, y = (w[sl] - bubble_w) / 0.1, (v[sl] - top) / 0.09
+    dome_shape = np.sqrt(x * x + np.square(np.minimum(y - 0.9, 0.0)) / 0.81)
+    density[sl] -= 0.8 * _GASTRIC_BUBBLE * (_smoothstep(1.0, 0.8, dome_shape) * _smoothstep(-0.05, 0.05, y)
+                                            * _smoothstep(0.95, 0.85, y))
+    # lung markings: the hila and a smooth vascular texture fading to the periphery
+    ppu = coarse.pixels_per_unit
+    hilum = np.exp(-np.square((w - 0.02) / 0.1) - np.square((v + 0.05) / 0.12))
+    texture = ndimage.gaussian_filter(rng.standard_normal(w.shape, dtype=np.float32), max(0.012 * ppu, 0.7))
+    texture *= 1.0 / max(float(texture.std()), 1e-6)
+    vessels = 1.3 * _HILUM * hilum + 0.02 * texture * (0.4 + 0.6 * hilum)
+    lesion_density = np.zeros_like(density)
+    for finding, side, g in lesions:
+        if side is not None:  # pleural findings take one lung's air away
+            index = _SIDES.index(side)
+            if finding == "Effusion":
+                back = np.square(np.clip((w - w_dome) / (w_back - w_dome), 0.0, 1.0))
+                front = np.square(np.clip((w_dome - w) / (w_dome - w_front), 0.0, 1.0))
+                level = g["level"] + 0.06 - g["rise"] * back - 0.3 * g["rise"] * front
+                airs[index] = airs[index] * (1.0 - 0.9 * _smoothstep(0.0, 0.035, v - level))
+            else:  # pneumothorax: a thin pleural line under the apex, no markings above it
+                apex = v - (a.lungs[index].v_apex + 0.04 + 0.9 * np.square(w - 0.05))
+                line_depth = 0.6 * g["depth"]
+                above_end = _smoothstep(g["v_end"], g["v_end"] - 0.15, v)
+                rim = _smoothstep(line_depth + 0.01, line_depth - 0.01, apex) * above_end * (sdfs[index] > 0)
+                line = np.exp(-np.square((apex - line_depth) / 0.006)) * above_end * (sdfs[index] > -0.01)
+                lesion_density += 0.05 * line - 0.03 * rim * airs[index]
+            continue
+        radius = g["radius"]
+        room = (w_front + radius + 0.03, w_back - radius - 0.03)
+        centre = rng.uniform(*room) if room[0] < room[1] else 0.5 * (w_front + w_back)
+        if finding == "Consolidation":
+            rho2 = (np.square((w - centre) / radius) + np.square((v - g["v"]) / (radius * g["aspect"])))
+            near = rho2 < 3.0
+            noise = np.zeros_like(density)
+            box = _bbox(near)
+            if box is not None:
+                sl = _box_slices(box, 0, coarse.size)
+                noise[sl] = ndimage.gaussian_filter(rng.standard_normal(noise[sl].shape, dtype=np.float32),
+                                                    max(radius * ppu / 5.0, 0.7))
+                noise *= 1.0 / max(float(noise[sl].std()), 1e-6)
+            patchy = _smoothstep(0.05, 0.45, (1.0 - rho2) + 0.35 * noise)
+            lesion_density += g["amplitude"] * patchy * 0.5 * (airs[0] + airs[1])
+        else:
+            rho2 = np.square((w - centre) / radius) + np.square((v - g["v"]) / radius)
+            lesion_density += g["amplitude"] * np.sqrt(np.maximum(1.0 - rho2, 0.0))
+    air = 0.5 * (airs[0] + airs[1])
+    density += (vessels - _LUNG_AIR) * air + lesion_density
+    lung_sdf = np.minimum(np.maximum(sdfs[0], sdfs[1]), heart_outside)
+    heart_sdf = np.minimum(-heart_outside, np.maximum(domes[0], domes[1]) - v)
+    gx, gy = acquisition.gradient
+    density += gx * w + gy * v
+    if factor > 1:
+        density, lung_sdf, heart_sdf = _upsample2(density), _upsample2(lung_sdf), _upsample2(heart_sdf)
+    sigma = acquisition.quantum_noise * np.exp(1.2 * (density - 0.5)) + acquisition.electronic_noise
+    density += sigma * rng.standard_normal(density.shape, dtype=np.float32)
+    image = np.clip(acquisition.exposure_gain * density + acquisition.exposure_offset, 0.0, 1.0)
+    image **= acquisition.gamma
+    return PhantomLateral(image=image.astype(np.float32, copy=False), lung_mask=lung_sdf > 0, heart_mask=heart_sdf > 0)
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -1086,14 +1512,18 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
 
 
 def make_phantom(size: int = 256, seed: int = 0, findings: Sequence[str] = (), *,
-                 bone_pairs: bool = False) -> PhantomRadiograph:
+                 bone_pairs: bool = False, lateral: bool = False) -> PhantomRadiograph:
     """Render one phantom in memory: float32 ``(size, size)`` in [0, 1], lungs dark, with its masks.
 
-    ``findings`` lists lesion types from :data:`FINDINGS` to draw (repeat a name for several); a lesion that
-    cannot fit, e.g. a second pleural lesion on a side that already has one, is left out.
+    ``findings`` lists findings from :data:`CLASSIFICATION_FINDINGS` to draw: lesion types of :data:`FINDINGS`
+    (repeat a name for several; a lesion that cannot fit, e.g. a second pleural lesion on a side that already has
+    one, is left out), ``Cardiomegaly`` (the heart enlarged to a cardiothoracic ratio of 0.55-0.65) and
+    ``Fracture`` (one or two broken ribs or a broken clavicle).
 
     ``bone_pairs``: also render the soft-tissue (rib- and clavicle-free) image, the bone image and the rib mask
     (:class:`PhantomRadiograph`); the radiograph itself is the same, bit for bit, either way.
+    ``lateral``: also render the lateral view, :attr:`PhantomRadiograph.lateral` (from a random stream of its
+    own: the frontal view is the same, bit for bit, either way).
 
     >>> radiograph = make_phantom(256, seed=1, findings=("Nodule",))
     >>> radiograph.image.shape, radiograph.findings
@@ -1103,14 +1533,18 @@ def make_phantom(size: int = 256, seed: int = 0, findings: Sequence[str] = (), *
     True
     >>> bool(np.allclose(paired.soft_tissue + paired.bone, paired.image, rtol=0, atol=1e-6))
     True
+    >>> enlarged = make_phantom(256, seed=1, findings=("Cardiomegaly",), lateral=True)
+    >>> 0.53 < enlarged.cardiothoracic_ratio < 0.67, enlarged.lateral.image.shape
+    (True, (256, 256))
     """
     _check_size(size)
-    unknown = sorted(set(findings) - set(FINDINGS))
+    unknown = sorted(set(findings) - set(CLASSIFICATION_FINDINGS))
     if unknown:
-        raise ValueError(f"unknown findings {unknown}; expected names from {list(FINDINGS)}")
+        raise ValueError(f"unknown findings {unknown}; expected names from {list(CLASSIFICATION_FINDINGS)}")
     anatomy = _sample_patient(_rng(seed, 1))
     image_rng = _rng(seed, 2)
-    return _render(anatomy, _sample_acquisition(image_rng, size), image_rng, findings, bone_pairs)
+    return _render(anatomy, _sample_acquisition(image_rng, size), image_rng, findings, bone_pairs,
+                   _rng(seed, 3) if lateral else None)
 
 
 def _check_size(size: int) -> None:
@@ -1177,7 +1611,9 @@ def _round_half_up(x: float) -> int:
 
 
 def _plan_images(num_images: int, seed: int, abnormal_fraction: float, dicom_fraction: float,
-                 monochrome1_fraction: float) -> list[_ImagePlan]:
+                 monochrome1_fraction: float, classification: bool = False) -> list[_ImagePlan]:
+    """Patients, abnormal images and their findings, formats. ``classification`` draws other findings (from a
+    stream of their own, :data:`CLASSIFICATION_PROBABILITIES`) for the same abnormal images; all else stays."""
     rng = _rng(seed, 0)
     patients: list[range] = []
     start = 0
@@ -1205,6 +1641,15 @@ def _plan_images(num_images: int, seed: int, abnormal_fraction: float, dicom_fra
         count = 1 + int(rng.random() < 0.35) + int(rng.random() < 0.1)
         findings[index] = tuple(str(name) for name in rng.choice(names, size=count, replace=False,
                                                                  p=weights / weights.sum()))
+    if classification:  # each finding independently; again while an image has none
+        finding_rng = _rng(seed, 4)
+        names = list(CLASSIFICATION_PROBABILITIES)
+        probabilities = np.array(list(CLASSIFICATION_PROBABILITIES.values()))
+        for index in sorted(abnormal):
+            drawn = np.zeros(len(names), bool)
+            while not drawn.any():
+                drawn = finding_rng.random(len(names)) < probabilities
+            findings[index] = tuple(name for name, present in zip(names, drawn) if present)
     n_dicom = _round_half_up(dicom_fraction * num_images)
     dicom_order = [int(i) for i in rng.permutation(num_images)[:n_dicom]]
     dicom, monochrome1 = set(dicom_order), set(dicom_order[:_round_half_up(monochrome1_fraction * n_dicom)])
@@ -1230,15 +1675,17 @@ def _patient_age(anatomy: _PatientAnatomy, plan: _ImagePlan) -> int:
 # number and description
 _DERIVED_SERIES = {"bone_suppressed": ("SOFT_TISSUE", 2, "CHEST PA SOFT TISSUE (RIBS AND CLAVICLES REMOVED)"),
                    "bone": ("BONE", 3, "CHEST PA BONE (RIBS, CLAVICLES)")}
+_LATERAL_SERIES = (4, "CHEST LATERAL")  # series number and description of the lateral view
 
 
 def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _PatientAnatomy, seed: int,
-                 derived: str | None = None) -> None:
+                 derived: str | None = None, lateral: bool = False) -> None:
     """A CR Image Storage file with synthetic patient fields (PHANTOM^00003...) and no real identifiers.
 
     ``derived`` (a key of ``_DERIVED_SERIES``): an image of the bone pair, in the radiograph's study with its own
     series and instance UIDs and ImageType DERIVED, SECONDARY, then SOFT_TISSUE or BONE; the radiograph's bit
-    depth, photometric interpretation and window.
+    depth, photometric interpretation and window. ``lateral``: the lateral view (ViewPosition LL, patient
+    orientation P, F), in the radiograph's study with a series of its own, stored like the radiograph.
     """
     size = image.shape[0]
     max_value = (1 << plan.bits_stored) - 1
@@ -1249,7 +1696,7 @@ def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _Pati
     def uid(*parts: object) -> str:
         return generate_uid(entropy_srcs=["cxr-monai phantom", str(seed), *map(str, parts)])
 
-    derived_parts = () if derived is None else (derived,)
+    derived_parts = (() if derived is None else (derived,)) + (("lateral",) if lateral else ())
     sop_instance_uid = uid("image", plan.index, *derived_parts)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
@@ -1285,8 +1732,12 @@ def _write_dicom(path: Path, image: np.ndarray, plan: _ImagePlan, anatomy: _Pati
     ds.SeriesNumber = 1
     if derived is not None:
         ds.SeriesNumber, ds.SeriesDescription = _DERIVED_SERIES[derived][1:]
+    if lateral:
+        ds.SeriesNumber, ds.SeriesDescription = _LATERAL_SERIES
+        ds.ViewPosition = "LL"
     ds.InstanceNumber = 1
-    ds.PatientOrientation = ["L", "F"]  # rows run to the patient's left, columns to the feet
+    # rows run to the patient's left (in the lateral view to the back), columns to the feet
+    ds.PatientOrientation = ["P", "F"] if lateral else ["L", "F"]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if plan.monochrome1 else "MONOCHROME2"
     ds.Rows = ds.Columns = size
@@ -1325,6 +1776,7 @@ class PhantomSummary:
     data_entry_csv: Path
     bbox_csv: Path
     bone_pairs: bool = False  # bone_suppressed/, bones/ and rib_masks/ written too
+    classification: bool = False  # label_names and labels in the datalist, laterals/ written too
 
     @property
     def num_images(self) -> int:
@@ -1334,26 +1786,31 @@ class PhantomSummary:
         findings = ", ".join(f"{name} {count}" for name, count in self.finding_counts.items()) or "none"
         splits = ", ".join(f"{key} {count}" for key, count in self.splits.items())
         pairs = "; bone pairs in bone_suppressed/, bones/, rib_masks/" if self.bone_pairs else ""
+        classification = (f"; multi-hot labels ({len(CLASSIFICATION_FINDINGS)} names) and lateral views in "
+                          "laterals/" if self.classification else "")
         return (f"{self.num_images} phantoms of {self.size} px ({self.num_patients} patients) in {self.out_dir}: "
                 f"{self.num_abnormal} abnormal ({findings}); {self.num_dicom} DICOM "
-                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}{pairs}")
+                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}{pairs}{classification}")
 
 
 _OUTPUT_PATTERNS = ("images/phantom_*.png", "images/phantom_*.dcm", "masks/lungs/phantom_*.png",
                     "masks/lesions/phantom_*.png", "datalist.json", "Data_Entry_2017.csv", "BBox_List_2017.csv",
                     "bone_suppressed/phantom_*.png", "bone_suppressed/phantom_*.dcm", "bones/phantom_*.png",
-                    "bones/phantom_*.dcm", "rib_masks/phantom_*.png")
+                    "bones/phantom_*.dcm", "rib_masks/phantom_*.png", "laterals/phantom_*.png",
+                    "laterals/phantom_*.dcm")
 _BONE_PAIR_DIRS = {"bone_suppressed": "bone_suppressed", "bone": "bones", "rib_mask": "rib_masks"}  # datalist key
+_LATERAL_DIR = "laterals"
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool, bone_pairs: bool = False) -> None:
+def _prepare_out_dir(out_dir: Path, overwrite: bool, bone_pairs: bool = False, classification: bool = False) -> None:
     previous = [path for pattern in _OUTPUT_PATTERNS for path in sorted(out_dir.glob(pattern))]
     if previous and not overwrite:
         raise FileExistsError(f"{out_dir}: already holds phantom files ({previous[0].relative_to(out_dir)}, ...); "
                               "pass overwrite=True (--overwrite) to replace them")
     for path in previous:  # only files this generator writes; anything else in the directory stays
         path.unlink()
-    for sub in ("images", "masks/lungs", "masks/lesions", *(_BONE_PAIR_DIRS.values() if bone_pairs else ())):
+    for sub in ("images", "masks/lungs", "masks/lesions", *(_BONE_PAIR_DIRS.values() if bone_pairs else ()),
+                *((_LATERAL_DIR,) if classification else ())):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -1385,6 +1842,7 @@ def generate_phantoms(
     *,
     overwrite: bool = False,
     bone_pairs: bool = False,
+    classification: bool = False,
 ) -> PhantomSummary:
     """Write ``num_images`` phantoms with masks, NIH-style CSVs and a datalist under ``out_dir``.
 
@@ -1398,6 +1856,16 @@ def generate_phantoms(
       left out) in ``bone_suppressed/`` and the bone image in ``bones/``, in the radiograph's format, and its rib
       mask in ``rib_masks/``; datalist keys ``bone_suppressed``, ``bone`` and ``rib_mask``
       (:class:`PhantomRadiograph`). Every other file is the same, byte for byte, with or without them.
+    - ``classification``: a multi-label set for a frontal + lateral classifier. The same images are abnormal,
+      but each draws every finding of :data:`CLASSIFICATION_FINDINGS` independently, with the probabilities of
+      :data:`CLASSIFICATION_PROBABILITIES` (again while it has none), ``Cardiomegaly`` and ``Fracture`` included.
+      The datalist gets the top-level ``label_names`` (:data:`CLASSIFICATION_FINDINGS`) and per entry ``labels``
+      (1 or 0 per name: the findings drawn), ``lateral`` (``laterals/<image name>``: the lateral view,
+      :class:`PhantomLateral`, in the image's format; a DICOM one in the radiograph's study) and ``study``
+      (``study_00000``..., shared by the two views). All images, abnormal ones too, are split by patient
+      (15 % validation, 15 % test, the rest training); the abnormal test images are in ``test_unhealthy``, the
+      healthy ones in ``test``. The CSVs list the frontal images only. Without it every file is the same as
+      before, byte for byte.
 
     The same arguments give byte-identical files. See the module docstring for the layout.
 
@@ -1414,9 +1882,9 @@ def generate_phantoms(
         _check_fraction(name, value)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _prepare_out_dir(out_dir, overwrite, bone_pairs)
+    _prepare_out_dir(out_dir, overwrite, bone_pairs, classification)
 
-    plans = _plan_images(num_images, seed, abnormal_fraction, dicom_fraction, monochrome1_fraction)
+    plans = _plan_images(num_images, seed, abnormal_fraction, dicom_fraction, monochrome1_fraction, classification)
     data_entry, bbox_list = [NIH_DATA_ENTRY_HEADER], [NIH_BBOX_HEADER]
     entries: dict[int, dict] = {}
     finding_counts: Counter[str] = Counter()
@@ -1424,15 +1892,19 @@ def generate_phantoms(
         if plan.follow_up == 0:
             anatomy = _sample_patient(_rng(seed, 1, plan.patient))
         image_rng = _rng(seed, 2, plan.index)
-        radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, plan.findings, bone_pairs)
+        lateral_stream = (seed, 3, plan.index) if classification else None  # the lateral view's own generator
+        radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, plan.findings, bone_pairs,
+                             lateral_stream and _rng(*lateral_stream))
         if plan.findings and not radiograph.lesions:  # nothing fitted: try once more with a small nodule
-            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, ("Nodule",), bone_pairs)
-        entries[plan.index], entry_row, box_rows = _write_phantom(out_dir, plan, radiograph, anatomy, seed)
+            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, ("Nodule",), bone_pairs,
+                                 lateral_stream and _rng(*lateral_stream))
+        entries[plan.index], entry_row, box_rows = _write_phantom(out_dir, plan, radiograph, anatomy, seed,
+                                                                  classification)
         data_entry.append(entry_row)
         bbox_list.extend(box_rows)
         finding_counts.update(radiograph.findings)
 
-    document = _datalist_document(plans, entries, size, seed, bone_pairs)
+    document = _datalist_document(plans, entries, size, seed, bone_pairs, classification)
     datalist, data_entry_csv, bbox_csv = (out_dir / "datalist.json", out_dir / "Data_Entry_2017.csv",
                                           out_dir / "BBox_List_2017.csv")
     datalist.write_text(_datalist_json(document), encoding="utf-8", newline="\n")
@@ -1442,15 +1914,16 @@ def generate_phantoms(
     return PhantomSummary(
         out_dir=out_dir, size=size, num_patients=plans[-1].patient,
         images=tuple(entries[plan.index]["image"] for plan in plans),
-        num_abnormal=len(document["test_unhealthy"]), num_dicom=len(dicoms),
+        num_abnormal=sum(entry["label"] for entry in entries.values()), num_dicom=len(dicoms),
         num_monochrome1=sum(plan.monochrome1 for plan in dicoms),
-        finding_counts={name: finding_counts[name] for name in FINDINGS if finding_counts[name]},
+        finding_counts={name: finding_counts[name] for name in CLASSIFICATION_FINDINGS if finding_counts[name]},
         splits={key: len(document[key]) for key in _SPLIT_KEYS},
-        datalist=datalist, data_entry_csv=data_entry_csv, bbox_csv=bbox_csv, bone_pairs=bone_pairs)
+        datalist=datalist, data_entry_csv=data_entry_csv, bbox_csv=bbox_csv, bone_pairs=bone_pairs,
+        classification=classification)
 
 
 def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograph, anatomy: _PatientAnatomy,
-                   seed: int) -> tuple[dict, str, list[str]]:
+                   seed: int, classification: bool = False) -> tuple[dict, str, list[str]]:
     """Write one image and its masks; returns its datalist entry, Data_Entry row and BBox_List rows."""
     image_path, lung_mask_path = f"images/{plan.image_name}", f"masks/lungs/{plan.stem}.png"
     if plan.dicom:
@@ -1465,6 +1938,8 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
                           str(_patient_age(anatomy, plan)), anatomy.sex, "PA", str(size), str(size), spacing, spacing])
     entry: dict = {"image": image_path, "lung_mask": lung_mask_path,
                    "lung_boxes": [list(box) for box in radiograph.lung_boxes], "label": int(bool(findings))}
+    if classification:
+        entry["labels"] = [int(name in findings) for name in CLASSIFICATION_FINDINGS]
     box_rows = []
     if findings:
         lesion_mask_path = f"masks/lesions/{plan.stem}.png"
@@ -1484,35 +1959,54 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
                 _write_image_png(out_dir / entry[key], picture)
         entry["rib_mask"] = f"{_BONE_PAIR_DIRS['rib_mask']}/{plan.stem}.png"
         _write_mask_png(out_dir / entry["rib_mask"], radiograph.rib_mask)
+    if radiograph.lateral is not None:
+        entry["lateral"] = f"{_LATERAL_DIR}/{plan.image_name}"
+        if plan.dicom:
+            _write_dicom(out_dir / entry["lateral"], radiograph.lateral.image, plan, anatomy, seed, lateral=True)
+        else:
+            _write_image_png(out_dir / entry["lateral"], radiograph.lateral.image)
+        entry["study"] = f"study_{plan.index:05d}"
     return entry, entry_row, box_rows
 
 
 def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], size: int, seed: int,
-                       bone_pairs: bool = False) -> dict:
+                       bone_pairs: bool = False, classification: bool = False) -> dict:
     abnormal_patients = {plan.patient for plan in plans if entries[plan.index]["label"]}
-    healthy_by_patient = Counter(plan.patient for plan in plans if not entries[plan.index]["label"])
+    if classification:  # every image, split by patient
+        split_by_patient = Counter(plan.patient for plan in plans)
+    else:  # the healthy images; patients with an abnormal image are in test
+        split_by_patient = Counter(plan.patient for plan in plans if not entries[plan.index]["label"])
     by_name = split_groups(
-        {str(patient): count for patient, count in healthy_by_patient.items()},
+        {str(patient): count for patient, count in split_by_patient.items()},
         val_fraction=_SPLIT_FRACTIONS["validation"],
         test_fraction=_SPLIT_FRACTIONS["test"],
         seed=seed,
-        test_groups=[str(patient) for patient in abnormal_patients],
+        test_groups=() if classification else [str(patient) for patient in abnormal_patients],
     )
     split_of = {int(patient): key for patient, key in by_name.items()}
+    if classification:
+        splits = ("training/validation/test: all images split by synthetic patient, the abnormal test images in "
+                  "test_unhealthy; labels: multi-hot, one value per name of label_names (1 drawn, 0 not); "
+                  "lateral: the lateral view of the same study; study: pairs the two views; boxes "
+                  "[x_min, y_min, x_max, y_max] in pixels.")
+    else:
+        splits = ("training/validation/test: healthy images split by synthetic patient (patients with an abnormal "
+                  "image are all in test); test_unhealthy: images with lesions, boxes [x_min, y_min, x_max, y_max] "
+                  "in pixels.")
     document: dict = {
         "name": f"cxr-monai-phantom-seed{seed}",
         "description": (
             f"{len(plans)} synthetic chest radiographs ({size} px, seed {seed}) written by "
-            "cxr_monai.data.phantom. training/validation/test: healthy images split by synthetic patient "
-            "(patients with an abnormal image are all in test); test_unhealthy: images with lesions, boxes "
-            "[x_min, y_min, x_max, y_max] in pixels. Paths are relative to this file's directory."
+            f"cxr_monai.data.phantom. {splits} Paths are relative to this file's directory."
             + (" bone_suppressed: the image without ribs and clavicles (spine kept); bone: the image minus "
                "bone_suppressed (ribs and clavicles, bright); rib_mask: lung pixels on a rib or clavicle."
                if bone_pairs else "")),
+        **({"label_names": list(CLASSIFICATION_FINDINGS)} if classification else {}),
         **{key: [] for key in _SPLIT_KEYS}}
     for plan in plans:
         entry = entries[plan.index]
-        document["test_unhealthy" if entry["label"] else split_of[plan.patient]].append(entry)
+        split = split_of.get(plan.patient, "test")  # without classification, abnormal-only patients are not split
+        document["test_unhealthy" if entry["label"] and split == "test" else split].append(entry)
     return document
 
 
@@ -1558,6 +2052,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bone-pairs", action="store_true",
                         help="also write each image without ribs and clavicles (bone_suppressed/), the bone image "
                              "(bones/) and the rib mask (rib_masks/), for bone suppression")
+    parser.add_argument("--classification", action="store_true",
+                        help="a multi-label set for classification: findings drawn independently, Cardiomegaly and "
+                             "Fracture included; multi-hot labels with label_names in the datalist, a lateral view "
+                             "of each image (laterals/) with a shared study id; all images split by patient")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1566,7 +2064,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = generate_phantoms(args.out, args.num_images, args.size, args.seed, args.abnormal_fraction,
                                     args.dicom_fraction, args.monochrome1_fraction, overwrite=args.overwrite,
-                                    bone_pairs=getattr(args, "bone_pairs", False))
+                                    bone_pairs=getattr(args, "bone_pairs", False),
+                                    classification=getattr(args, "classification", False))
     except (FileExistsError, ValueError) as error:
         print(f"phantom: error: {error}", file=sys.stderr)
         return 2
