@@ -724,3 +724,15 @@ def test_random_window_stretches_mid_tones_keeps_range_and_applies_one_window_pe
     torch.testing.assert_close(item["image"], item["bone_suppressed"])  # one window for both channels
     with pytest.raises(ValueError, match="width_range"):
         RandWindow(width_range=(0.0, 1.0))
+
+
+def test_multi_hot_labels_collate_as_one_tensor_per_item_with_nan_for_null():
+    from monai.data import list_data_collate
+
+    from cxr_monai.transforms import MultiHotd
+
+    items = [MultiHotd(num_classes=3)({"labels": [1, None, -1]}), MultiHotd(num_classes=3)({"labels": [0, 1, 0]})]
+    batch = list_data_collate(items)["labels"]
+    assert batch.shape == (2, 3) and batch.dtype == torch.float32 and torch.isnan(batch[0, 1])
+    with pytest.raises(ValueError, match="2 labels where the datalist's label_names give 3"):
+        MultiHotd(num_classes=3)({"labels": [1, 0]})

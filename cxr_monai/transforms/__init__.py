@@ -12,6 +12,7 @@ from cxr_monai.transforms.bone import (
     BoneFromSoftTissueDict,
 )
 from cxr_monai.transforms.intensity import RandWindow, RandWindowd, from_network_range, to_network_range
+from cxr_monai.transforms.labels import MultiHot, MultiHotD, MultiHotd, MultiHotDict
 from cxr_monai.transforms.lung_boxes import (
     DEFAULT_LUNG_LAYOUT,
     HeuristicLungBoxes,
@@ -90,6 +91,10 @@ __all__ = [
     "LungBoxesFromMaskd",
     "LungBoxesd",
     "NoLesionFreeLungError",
+    "MultiHot",
+    "MultiHotD",
+    "MultiHotDict",
+    "MultiHotd",
     "RandLungPatch",
     "RandLungPatchD",
     "RandLungPatchDict",
