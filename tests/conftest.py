@@ -45,6 +45,17 @@ def bundle_phantoms(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def classification_phantoms(tmp_path_factory) -> Path:
+    """24 phantoms at 256 px (seed 0) with multi-hot ``labels`` of 7 findings, laterals and the bone pairs: the
+    classifier's data (``generate_phantoms(classification=True)``; abnormal images in every split)."""
+    from cxr_monai.data import generate_phantoms
+
+    out = tmp_path_factory.mktemp("classification_phantoms")
+    generate_phantoms(out, num_images=24, size=256, seed=0, classification=True, bone_pairs=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def phantom_datalist(tmp_path_factory) -> Path:
     """``datalist.json`` of 4 phantoms at 256 px (seed 3): 2 healthy test images, 2 abnormal."""
     from cxr_monai.data import generate_phantoms

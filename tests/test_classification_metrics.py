@@ -90,3 +90,29 @@ def test_localisation_accuracy_by_iou_and_iobb():
     assert localisation_accuracy(records, thresholds=(0.9,), measure="iobb")["Nodule"] == {0.9: (1.0, 2)}
     with pytest.raises(ValueError, match="measure"):
         localisation_accuracy(records, measure="dice")
+
+
+def test_masked_macro_auroc_metric_accumulates_and_leaves_unknown_labels_out():
+    import torch
+
+    from cxr_monai.metrics import MaskedMacroAUROC, masked_macro_auroc
+
+    labels, scores = _data()
+    metric = MaskedMacroAUROC()
+    for start in range(0, 60, 16):  # as an evaluator feeds it, batch by batch
+        metric(torch.as_tensor(scores[start:start + 16]), torch.as_tensor(labels[start:start + 16]))
+    expected = multilabel_auroc(labels, scores, ["A", "B", "C"], n_resamples=10).macro.value
+    assert metric.aggregate() == pytest.approx(expected) == pytest.approx(masked_macro_auroc(scores, labels))
+    assert np.isnan(masked_macro_auroc(np.array([[0.2], [0.4]]), np.array([[1.0], [-1.0]])))
+
+
+def test_datalist_label_names_or_a_clear_error(tmp_path):
+    import json
+
+    from cxr_monai.data import DatalistError, datalist_label_names
+
+    (tmp_path / "cls.json").write_text(json.dumps({"label_names": ["A", "B"], "training": []}))
+    assert datalist_label_names(tmp_path / "cls.json") == ["A", "B"]
+    (tmp_path / "ce.json").write_text(json.dumps({"training": []}))
+    with pytest.raises(DatalistError, match=r"ce\.json: no 'label_names'"):
+        datalist_label_names(tmp_path / "ce.json")

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
     from cxr_monai.data.datalist import (
         DatalistError,
         DatalistSummary,
+        datalist_label_names,
         image_file_problem,
         load_datalist,
         split_groups,
@@ -58,6 +59,7 @@ _DATALIST = (
     "DatalistError",
     "DatalistSummary",
     "image_file_problem",
+    "datalist_label_names",
     "load_datalist",
     "split_groups",
     "validate_datalist",
@@ -112,6 +114,7 @@ __all__ = [
     "build_shenzhen_datalist",
     "generate_phantoms",
     "image_file_problem",
+    "datalist_label_names",
     "load_datalist",
     "lung_mask_problem",
     "make_phantom",

@@ -76,6 +76,7 @@ __all__ = [
     "add_arguments",
     "datalist_schema",
     "image_file_problem",
+    "datalist_label_names",
     "load_datalist",
     "run",
     "split_groups",
@@ -490,6 +491,24 @@ def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
             lines.append(f"{path}: ... and {len(problems) - _MAX_REPORTED_ERRORS} more problems")
         raise DatalistError("\n".join(lines))
     return document
+
+
+def datalist_label_names(path: str | os.PathLike) -> list[str]:
+    """The top-level ``label_names`` of a datalist file (the class order of its entries' ``labels``).
+
+    Raises :class:`DatalistError` naming the file when it has none (a list for the context encoder or the lung
+    segmentation, not for a classifier).
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DatalistError(f"{path}: cannot read the datalist ({error})") from error
+    names = document.get("label_names") if isinstance(document, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise DatalistError(f"{path}: no 'label_names' (a classifier needs the class names of the entries' 'labels'; "
+                            "build the list with datalist chexpert / chestxray14 or phantom --classification)")
+    return names
 
 
 def load_datalist(

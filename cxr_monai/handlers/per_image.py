@@ -57,8 +57,8 @@ class DatalistWriter(PerImageHandler):
     The source ``datalist`` (the file the evaluator's list came from, read with ``base_dir``) gives each image its
     split among ``datalist_keys`` and its other keys; :meth:`record` adds an image's entry with the new keys (paths
     relative to ``output_dir``), other path keys made absolute, and on completion ``datalist.json`` in
-    ``output_dir`` lists every recorded entry under its split (load it with ``base_dir=output_dir``). The source's
-    splits stay in the document even when empty (readers such as the context encoder require them); images not in
+    ``output_dir`` lists every recorded entry under its split (load it with ``base_dir=output_dir``), with the
+    source's ``label_names`` when it has them. The source's splits stay in the document even when empty (readers such as the context encoder require them); images not in
     the source go under ``split``. Subclasses implement :meth:`item` (write the files, then :meth:`record`).
 
     Example::
@@ -87,10 +87,12 @@ class DatalistWriter(PerImageHandler):
         self.drop_keys = tuple(drop_keys)
         self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
         self.splits: list[str] = []
+        self.label_names: list[str] | None = None  # the source's class names, kept with the entries' labels
         if datalist is not None:
             from cxr_monai.data import load_datalist, validate_datalist
 
             present = validate_datalist(datalist)  # a broken file fails here, naming itself
+            self.label_names = present.get("label_names")
             self.splits = [key for key in datalist_keys if key in present]
             for key in self.splits:
                 for entry in load_datalist(datalist, key, base_dir=base_dir):
@@ -128,6 +130,8 @@ class DatalistWriter(PerImageHandler):
         path = self.output_dir / "datalist.json"
         document: dict[str, Any] = {"name": self.name, "description": f"{self.name}: image paths absolute, the "
                                     "written files relative to this file's folder"}
+        if self.label_names is not None:
+            document["label_names"] = self.label_names
         for split in self.splits:
             document[split] = []
         for split, entry in self.written:

@@ -18,8 +18,10 @@ from cxr_monai.metrics.localisation import (
     localisation_accuracy,
 )
 from cxr_monai.metrics.multilabel import (
+    MaskedMacroAUROC,
     MultiLabelAuroc,
     auroc_table,
+    masked_macro_auroc,
     multilabel_auroc,
     plot_roc_curves,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "PSNR_MAX_DB",
     "BootstrapInterval",
     "GroundTruthBox",
+    "MaskedMacroAUROC",
     "MultiLabelAuroc",
     "ReconstructionMetrics",
     "anomaly_auroc",
@@ -51,6 +54,7 @@ __all__ = [
     "image_level_intervals",
     "image_anomaly_score",
     "localisation_accuracy",
+    "masked_macro_auroc",
     "multilabel_auroc",
     "patch_level_intervals",
     "plot_roc_curves",

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import CumulativeIterationMetric
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from cxr_monai.metrics.bootstrap import (
@@ -24,7 +26,7 @@ from cxr_monai.metrics.bootstrap import (
     cluster_bootstrap,
 )
 
-__all__ = ["MultiLabelAuroc", "auroc_table", "multilabel_auroc", "plot_roc_curves"]
+__all__ = ["MaskedMacroAUROC", "MultiLabelAuroc", "auroc_table", "masked_macro_auroc", "multilabel_auroc", "plot_roc_curves"]
 
 
 def _known(labels: np.ndarray) -> np.ndarray:
@@ -169,3 +171,32 @@ def plot_roc_curves(labels: np.ndarray, scores: np.ndarray, class_names: Sequenc
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def masked_macro_auroc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
+    """The mean AUROC over the classes that have both label values among their known (0/1) labels; NaN if none.
+
+    >>> masked_macro_auroc(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.3]]), np.array([[1, -1], [0, 1], [1, np.nan]]))
+    1.0
+    """
+    s = scores.detach().cpu().float().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, float)
+    y = labels.detach().cpu().float().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, float)
+    values = [_class_auroc(y[:, c], s[:, c]) for c in range(y.shape[1])]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+class MaskedMacroAUROC(CumulativeIterationMetric):
+    """MONAI cumulative metric: the macro AUROC of multi-label predictions with uncertain (-1) and unmentioned (NaN)
+    labels left out of their class (MONAI's ``ROCAUCMetric`` would count them). For a validation key metric::
+
+        "val_auroc": {"_target_": "IgniteMetricHandler", "metric_fn": {"_target_": "cxr_monai.metrics.MaskedMacroAUROC"},
+                      "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return y_pred, y
+
+    def aggregate(self) -> float:  # type: ignore[override]
+        y_pred, y = self.get_buffer()
+        return masked_macro_auroc(y_pred, y)
