@@ -978,3 +978,21 @@ def test_schema_carries_multi_hot_labels_paired_targets_and_lateral_views(tmp_pa
     path.write_text(json.dumps(document))
     with pytest.raises(DatalistError, match="labels"):
         load_datalist(path, "training")
+
+
+def test_validation_is_cached_per_unchanged_file_and_redone_when_it_changes(tmp_path, monkeypatch):
+    import os
+
+    from cxr_monai.data import datalist as module
+
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": [{"image": "a.png"}]}))
+    calls = []
+    real = module._document_problems
+    monkeypatch.setattr(module, "_document_problems", lambda document: calls.append(1) or real(document))
+    first = module.validate_datalist(path)
+    first["training"].append({"image": "changed by the caller"})
+    assert module.validate_datalist(path) == {"training": [{"image": "a.png"}]} and len(calls) == 1
+    path.write_text(json.dumps({"training": [{"image": "b.png"}]}))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    assert module.validate_datalist(path)["training"] == [{"image": "b.png"}] and len(calls) == 2

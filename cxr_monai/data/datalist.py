@@ -44,6 +44,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import gzip
 import json
@@ -52,7 +53,7 @@ import math
 import os
 import sys
 import tempfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -467,10 +468,17 @@ def _document_problems(document: Any) -> list[str]:
     return problems
 
 
+#: validated documents by (resolved path, mtime in ns, size): a run loads several splits of one (large) list
+_VALIDATED: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+_VALIDATED_FILES = 8
+
+
 def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
     """Check a datalist file against the schema and the box rules; return its parsed content.
 
-    Raises :class:`DatalistError` listing each problem as ``file: training[3].boxes[0]: reason``.
+    Raises :class:`DatalistError` listing each problem as ``file: training[3].boxes[0]: reason``. A file checked
+    before in this process and unchanged since (same modification time and size) is not checked again (CheXpert's
+    191k entries take most of a minute); each call returns its own copy of the document.
 
     >>> validate_datalist("nih_pa.json")["name"]  # doctest: +SKIP
     'nih-chestxray14-pa'
@@ -478,6 +486,19 @@ def validate_datalist(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such datalist file")
+    stat = path.stat()
+    cache_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if cache_key in _VALIDATED:
+        _VALIDATED.move_to_end(cache_key)
+        return copy.deepcopy(_VALIDATED[cache_key])
+    document = _validated_document(path)
+    _VALIDATED[cache_key] = copy.deepcopy(document)
+    while len(_VALIDATED) > _VALIDATED_FILES:
+        _VALIDATED.popitem(last=False)
+    return document
+
+
+def _validated_document(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
