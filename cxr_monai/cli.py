@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON: NIH, CheXpert and ChestX-ray14 labels, folders, lung masks, bone pairs"),
     "preview": ("cxr_monai.io.preview", "write images or folders as the chest X-ray reader sees them (8-bit PNGs)"),
     "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
+    "auroc-table": ("cxr_monai.apps.classification.evaluation",
+                    "one Table 1 (per-class AUROC rows) from several classifier evaluations' report.json"),
     "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 

@@ -131,6 +131,10 @@ def test_merged_table_has_one_row_per_report(tmp_path):
     assert table.splitlines()[0].startswith("| architecture / inputs | AT | Pleural Effusion |")
     with pytest.raises(ValueError, match="also the variant"):
         merge_auroc_tables([reports[0], reports[0]], tmp_path / "twice.md")
+    from cxr_monai.cli import main
+
+    assert main(["auroc-table", *map(str, reports), "--out", str(tmp_path / "cli.md")]) == 0
+    assert (tmp_path / "cli.md").read_text() == table.replace(str(tmp_path / "table1.md"), str(tmp_path / "cli.md"))
 
 
 def test_evaluation_is_logged_to_mlflow(tmp_path):

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -312,3 +313,17 @@ def merge_auroc_tables(report_paths: Sequence[str | os.PathLike], out_path: str 
     text = (auroc_table(rows, abbreviations, digits) + "\nImages per row:\n\n" + "\n".join(notes) + "\n\n"
             + _LABEL_NOTE + "\n")
     return write_text(text, out_path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m cxr_monai auroc-table REPORT.json... --out TABLE.md``."""
+    parser.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json",
+                        help="evaluation/report.json of each variant (classifier evaluate.json runs), in row order")
+    parser.add_argument("--out", required=True, type=Path, metavar="MD", help="markdown table to write")
+    parser.add_argument("--digits", type=int, default=3, help="decimals of the AUROCs (default 3)")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = merge_auroc_tables(args.reports, args.out, digits=args.digits)
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
