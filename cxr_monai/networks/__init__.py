@@ -9,7 +9,10 @@ from cxr_monai.networks.dcgan import LEAKY_RELU, dcgan_init, halvings_to_4px
 from cxr_monai.networks.dual_branch_densenet import DualBranchDenseNet121
 from cxr_monai.networks.multiscale_discriminator import MultiScaleDiscriminator
 from cxr_monai.networks.self_attention import SelfAttention2d
-from cxr_monai.networks.self_attention_unet import SelfAttentionUNet, apply_spectral_norm
+from cxr_monai.networks.self_attention_unet import (
+    SelfAttentionUNet,
+    apply_spectral_norm,
+)
 from cxr_monai.networks.vgg16_unet import VGG16UNet, load_vgg16_pretrained
 
 __all__ = [

@@ -23,6 +23,8 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets import DenseNet121
 from torch import nn
 
+from cxr_monai.networks.pretrained import log_pretrained_summary
+
 __all__ = [
     "CXRDenseNet121",
     "adapt_input_kernel",
@@ -422,16 +424,5 @@ def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, str
         "shape_mismatched": mismatched,
     }
     logger.info("Loaded %d DenseNet tensors from %s (%d input kernels adapted).", len(accepted), path, len(adapted))
-    if summary["unmatched_source"]:
-        logger.info("Not used from %s: %s", path, ", ".join(summary["unmatched_source"]))
-    if summary["unmatched_target"]:
-        logger.warning(
-            "Network tensors left at their initialisation (no counterpart in %s): %s",
-            path,
-            ", ".join(summary["unmatched_target"]),
-        )
-    if mismatched:
-        logger.warning("Skipped %d tensors whose shapes differ (%s): %s", len(mismatched), path, "; ".join(mismatched))
-    if not accepted:
-        logger.warning("No tensor of %s matched the network; it keeps its random initialisation.", path)
+    log_pretrained_summary(logger, summary)
     return summary

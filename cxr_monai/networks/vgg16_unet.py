@@ -19,6 +19,8 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
+from cxr_monai.networks.pretrained import log_pretrained_summary
+
 __all__ = ["VGG16_BLOCKS", "VGG16UNet", "load_vgg16_pretrained"]
 
 logger = logging.getLogger(__name__)
@@ -358,16 +360,5 @@ def load_vgg16_pretrained(
         "shape_mismatched": mismatched,
     }
     logger.info("Loaded %d VGG16 tensors from %s into the encoder.", len(loaded), path)
-    if summary["unmatched_source"]:
-        logger.info("Not used from %s: %s", path, ", ".join(summary["unmatched_source"]))
-    if summary["unmatched_target"]:
-        logger.warning(
-            "Encoder tensors left at their initialisation (no counterpart in %s): %s",
-            path,
-            ", ".join(summary["unmatched_target"]),
-        )
-    if mismatched:
-        logger.warning("Skipped %d tensors whose shapes differ (%s): %s", len(mismatched), path, "; ".join(mismatched))
-    if not loaded:
-        logger.warning("No tensor of %s matched the network; the encoder is randomly initialised.", path)
+    log_pretrained_summary(logger, summary, "Encoder tensors")
     return summary
