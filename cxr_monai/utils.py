@@ -13,6 +13,7 @@ from monai.utils import str2bool
 __all__ = [
     "any_rank",
     "as_bool",
+    "finish_distributed",
     "handlers_for_this_rank",
     "init_distributed",
     "is_distributed",
@@ -121,6 +122,26 @@ def init_distributed(backend: str, device: torch.device | str | None = None) -> 
         torch.distributed.init_process_group(backend=backend)
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.set_device(device)
+
+
+def finish_distributed(timeout_s: float = 600.0) -> None:
+    """Leave the process group together: wait until every rank is done, then destroy the group (``finalize`` of
+    ``multi_gpu_train.json``).
+
+    Without the wait, a rank that finishes first tears down its gloo connections while rank 0 still validates and
+    writes; the process then aborts at exit ("terminate called without an active exception", SIGABRT) and
+    ``torchrun`` reports the run as failed. On gloo the wait is a ``monitored_barrier`` that names a rank which never
+    arrives within ``timeout_s``; NCCL has a plain barrier.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    if torch.distributed.get_backend() == "gloo":
+        import datetime
+
+        torch.distributed.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
+    else:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def handlers_for_this_rank(handlers: list, rank0_only: tuple[str, ...] = ("StatsHandler", "ProgressBar")) -> list:

@@ -551,3 +551,21 @@ def test_phased_trainer_needs_a_prepare_batch():
                                        g_loss_function=lambda fake, target, logits: {"total": fake.mean()})
     with pytest.raises(ValueError, match="needs a prepare_batch"):
         trainer.run()
+
+
+def _finish_rank(rank: int, world_size: int, init_file: str, results: str) -> None:
+    import time
+
+    from cxr_monai.utils import finish_distributed
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    if rank == 0:
+        time.sleep(1.0)  # rank 0 still validating and writing while rank 1 is done
+    finish_distributed(timeout_s=60)
+    Path(results, f"rank{rank}.txt").write_text(str(torch.distributed.is_initialized()))
+
+
+def test_ranks_leave_the_process_group_together(tmp_path):
+    """``multi_gpu_train.json``'s finalize: the rank done first waits for the others, then all destroy the group."""
+    torch.multiprocessing.spawn(_finish_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]
