@@ -191,19 +191,29 @@ def test_triage_ranks_by_the_abnormal_score_and_writes_overlays_at_the_stored_si
     assert len(load_datalist(out / "datalist.json", "test", base_dir=out)) == len(paths)
 
 
-def test_triage_cam_is_the_class_map_normalised_not_inverted(tmp_path):
-    network = _tiny_densenet()
-    writer = TriageWriter(tmp_path, CLASSES, network, top_k=1)
-    image = torch.rand(1, SIZE, SIZE)
-    [cam] = writer.class_maps(image, [1])
-    assert cam.shape == (SIZE, SIZE) and float(cam.max()) == pytest.approx(1.0) and float(cam.min()) >= 0
-    with torch.no_grad():  # the map's hot spot is where the class's linear head on the feature map is largest
-        features = network.class_layers.relu(network.features(image[None]))
-        raw = torch.einsum("bchw,c->bhw", features, network.class_layers.out.weight[1])[0]
-    hot = np.unravel_index(int(raw.argmax()), raw.shape)
-    cell = SIZE // raw.shape[0]
-    assert float(cam[hot[0] * cell: (hot[0] + 1) * cell, hot[1] * cell: (hot[1] + 1) * cell].max()) > 0.9
-    assert not network.training
+def test_triage_of_a_dual_branch_model_maps_each_view_over_its_own_radiograph(tmp_path):
+    from cxr_monai.networks import DualBranchDenseNet121
+
+    torch.manual_seed(0)
+    network = DualBranchDenseNet121(num_classes=len(CLASSES), downsample_input=False, init_features=8, growth_rate=4,
+                                    block_config=(2, 2), bn_size=2).eval()
+    paths = _phantoms(tmp_path, 2)
+    lateral_path = tmp_path / "lateral.png"
+    Image.fromarray(np.zeros((70, 90), dtype=np.uint8)).save(lateral_path)
+    items = _items(paths, with_labels=False)
+    items[0]["lateral"] = MetaTensor(torch.rand(1, SIZE, SIZE), meta={"filename_or_obj": str(lateral_path)})
+    items[0]["lateral_present"] = torch.tensor(1.0)
+    items[1]["lateral"] = MetaTensor(torch.zeros(1, SIZE, SIZE))  # a study without a lateral: zeros, flag 0
+    items[1]["lateral_present"] = torch.tensor(0.0)
+    with pytest.raises(ValueError, match="neither view"):
+        TriageWriter(tmp_path / "t", CLASSES, network)
+    writer = TriageWriter(tmp_path / "t", CLASSES, network, top_k=1, heatmap_method="gradcam")
+    rows = {row["image"]: row for row in _read_csv(_run(writer, items))}
+    with_lateral, without = rows[str(paths[0])], rows[str(paths[1])]
+    assert with_lateral["top1_lateral_overlay"].endswith("_lateral.png") and without["top1_lateral_overlay"] == ""
+    with Image.open(tmp_path / "t" / with_lateral["top1_lateral_overlay"]) as overlay:
+        assert overlay.size == (90, 70)  # the lateral radiograph's stored size
+    assert len(list((tmp_path / "t" / "overlays").iterdir())) == 3
 
 
 def test_abnormal_score_rules_and_options(tmp_path):

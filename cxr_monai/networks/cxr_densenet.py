@@ -238,6 +238,11 @@ class CXRDenseNet121(DenseNet121):
         self.downsample_input = downsample_input
         self.stem_channels = stem_channels if downsample_input else in_channels
         self.min_input_size = densenet_input_size_limit(downsample_input, len(block_config))
+        #: Grad-CAM's layer (:mod:`cxr_monai.apps.classification.heatmaps`): the rectified output of the last dense
+        #: block but one, before its transition pools it (twice the resolution of ``cam_target_layer``); with one
+        #: dense block there is no transition and it is ``cam_target_layer``.
+        self.gradcam_target_layer = (f"features.transition{len(block_config) - 1}.relu" if len(block_config) > 1
+                                     else self.cam_target_layer)
         self.downsample: nn.Module = (
             make_input_downsample(in_channels, stem_channels, act, norm) if downsample_input else nn.Identity()
         )

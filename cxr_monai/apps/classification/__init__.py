@@ -24,6 +24,7 @@ from cxr_monai.apps.classification.evaluation import (
     auroc_from_dict,
     merge_auroc_tables,
 )
+from cxr_monai.apps.classification.heatmaps import HEATMAP_METHODS, ClassHeatmaps, resize_heatmap
 from cxr_monai.apps.classification.outputs import (
     ABNORMAL_SCORES,
     NOT_ABNORMAL,
@@ -37,7 +38,9 @@ from cxr_monai.apps.classification.outputs import (
 
 __all__ = [
     "ABNORMAL_SCORES",
+    "HEATMAP_METHODS",
     "NOT_ABNORMAL",
+    "ClassHeatmaps",
     "ClassificationEvaluation",
     "ClassificationReport",
     "TriageWriter",
@@ -48,4 +51,5 @@ __all__ = [
     "labels_of",
     "merge_auroc_tables",
     "probabilities_of",
+    "resize_heatmap",
 ]

@@ -6,10 +6,11 @@ The evaluator runs :class:`~cxr_monai.networks.CXRDenseNet121` at the working si
 ``image`` (the network input ``(C_in, H, W)``, a MetaTensor naming the radiograph file) and ``pred`` (the logits,
 ``(num_classes,)``). :class:`TriageWriter` turns them into:
 
-- ``overlays/<stem>_<class>.png``: for each of the ``top_k`` most probable classes, the CAM
-  (:class:`monai.visualize.CAM` with :func:`~cxr_monai.networks.cxr_densenet.normalize_cam`, one class per call)
-  computed on the item's ``image`` at the working size, resized to the radiograph's stored size and drawn over it
-  (:func:`~cxr_monai.visualize.heatmap_overlay`), the class and its probability written in the top-left corner;
+- ``overlays/<stem>_<class>.png``: for each of the ``top_k`` most probable classes, its heatmap (CAM or Grad-CAM,
+  :class:`~cxr_monai.apps.classification.heatmaps.ClassHeatmaps`) computed on the item's ``image`` at the working
+  size, resized to the radiograph's stored size and drawn over it (:func:`~cxr_monai.visualize.heatmap_overlay`),
+  the class and its probability written in the top-left corner; for the dual-branch network also
+  ``overlays/<stem>_<class>_lateral.png`` over the study's lateral radiograph (one map per branch);
 - ``triage.csv``: one row per image ranked by the **abnormal score**, highest first;
 - ``datalist.json``: the source entries of the images in triage order (see :class:`TriageWriter`).
 
@@ -45,9 +46,9 @@ import numpy as np
 import torch
 from ignite.engine import Engine
 from monai.data import MetaTensor
-from monai.networks import eval_mode
 
-from cxr_monai.handlers.per_image import DatalistWriter
+from cxr_monai.apps.classification.heatmaps import ClassHeatmaps, resize_heatmap
+from cxr_monai.handlers.per_image import DatalistWriter, filename_of
 from cxr_monai.reports import write_csv
 from cxr_monai.utils import as_bool, is_distributed, is_rank0
 from cxr_monai.visualize import heatmap_overlay, save_png
@@ -170,22 +171,23 @@ class TriageWriter(DatalistWriter):
     size, ``triage.csv`` ranked by the abnormal score, and ``datalist.json``.
 
     Per image (``item``): the class probabilities (sigmoid of ``pred``); the ``top_k`` most probable classes (over
-    all classes, ``not_abnormal`` ones included); with ``overlays``, for each of them the CAM of that class
-    (:class:`monai.visualize.CAM` on ``network``'s :attr:`~cxr_monai.networks.CXRDenseNet121.cam_target_layer` and
-    :attr:`~cxr_monai.networks.CXRDenseNet121.cam_fc_layer`, ``postprocessing=normalize_cam``: 1 at the most
+    all classes, ``not_abnormal`` ones included); with ``overlays``, for each of them the heatmap of that class
+    (:class:`~cxr_monai.apps.classification.heatmaps.ClassHeatmaps` with ``heatmap_method``: 1 at the most
     class-relevant region, never MONAI's inverting default) on the item's ``image`` at the working size, resized
     bilinearly to the radiograph's stored size (read again with :func:`cxr_monai.io.read_cxr`) and written as
     ``overlays/<stem>_<class>.png`` (the class as :func:`class_file_name`), labelled with the class and its
     probability. The resize assumes the working-size input is the whole radiograph resized (no crop or padding).
-    The network (unwrapped from DDP) runs in eval mode under ``torch.no_grad()``: CAM needs no gradients. CAM's
-    forward hook stays registered on the network after the first image (MONAI keeps no handle); it only keeps a
-    reference to the last feature map.
+    With a :class:`~cxr_monai.networks.DualBranchDenseNet121` the item's ``lateral`` (a MetaTensor naming its file)
+    gets its own map per class (Grad-CAM on the lateral branch), drawn over the lateral radiograph as
+    ``overlays/<stem>_<class>_lateral.png``; a study without a lateral (``lateral_present`` 0, or an input naming no
+    file) gets none. MONAI's visualiser hooks stay registered on the network after the first image (MONAI keeps no
+    handle); they only keep a reference to the last feature map.
 
     On completion (rank 0, the rows of every rank gathered):
 
     - ``triage.csv``: ``rank`` (1 = most abnormal), ``image``, ``abnormal_score``, then for ``n`` in 1..top_k
       ``top<n>_class``, ``top<n>_probability``, ``top<n>_overlay`` (relative to ``output_dir``; empty without
-      overlays), then ``p_<class>`` for every class (the class name as :func:`class_file_name`). Ties keep the
+      overlays; for the dual branch also ``top<n>_lateral_overlay``, empty without a lateral), then ``p_<class>`` for every class (the class name as :func:`class_file_name`). Ties keep the
       order the evaluator gave the images.
     - ``datalist.json`` (:meth:`~cxr_monai.handlers.DatalistWriter.record`): **no new keys**. The schema's entries
       take no other keys (``additionalProperties: false``) and none of its keys means a heatmap, so each entry is
@@ -197,13 +199,17 @@ class TriageWriter(DatalistWriter):
         output_dir: where the files go.
         class_names: the classes of ``pred``, in order (the datalist's ``label_names``:
             :func:`cxr_monai.data.datalist_label_names`).
-        network: the classifier (``CXRDenseNet121``, or DDP around one); only needed with ``overlays``.
+        network: the classifier (``CXRDenseNet121`` or ``DualBranchDenseNet121``, or DDP around one); only needed
+            with ``overlays``.
         datalist, datalist_keys, base_dir: the source datalist (:class:`~cxr_monai.handlers.DatalistWriter`).
         top_k: classes listed (and mapped) per image, at most the number of classes.
-        overlays: write the CAM overlays.
+        overlays: write the heatmap overlays.
+        heatmap_method: ``"cam"`` or ``"gradcam"`` (:mod:`~cxr_monai.apps.classification.heatmaps`; the dual branch
+            takes ``"gradcam"`` only).
         abnormal_score: ``"max"`` or ``"noisy_or"`` (module docstring).
         not_abnormal: classes left out of the abnormal score (those absent from ``class_names`` are ignored).
         sigmoid: ``pred`` holds logits (``False``: probabilities already).
+        lateral_key, lateral_present_key: the item's lateral input and its flag (dual branch).
 
     Example::
 
@@ -221,11 +227,14 @@ class TriageWriter(DatalistWriter):
         base_dir: str | os.PathLike | None = None,
         top_k: int = 3,
         overlays: bool = True,
+        heatmap_method: str = "cam",
         abnormal_score: str = "max",
         not_abnormal: Sequence[str] = NOT_ABNORMAL,
         sigmoid: bool = True,
         pred_key: str = "pred",
         image_key: str = "image",
+        lateral_key: str = "lateral",
+        lateral_present_key: str = "lateral_present",
         split: str = "test",
         name: str = "triage worklist of the classifier bundle, most abnormal first",
     ) -> None:
@@ -248,16 +257,14 @@ class TriageWriter(DatalistWriter):
         self.overlays = as_bool(overlays, "overlays")
         if self.overlays and network is None:
             raise ValueError("TriageWriter: overlays need the network (for its class activation maps)")
-        if network is not None:
-            unwrapped = getattr(network, "module", network)
-            if self.overlays and not (hasattr(unwrapped, "cam_target_layer") and hasattr(unwrapped, "cam_fc_layer")):
-                raise ValueError(f"TriageWriter: {type(unwrapped).__name__} names no cam_target_layer / cam_fc_layer "
-                                 "(use cxr_monai.networks.CXRDenseNet121)")
+        self.heatmaps = ClassHeatmaps(network, heatmap_method) if self.overlays else None
+        self.lateral_overlays = self.heatmaps is not None and self.heatmaps.dual_branch
         self.network = network
         self.sigmoid = as_bool(sigmoid, "sigmoid")
         self.pred_key = pred_key
+        self.lateral_key = lateral_key
+        self.lateral_present_key = lateral_present_key
         self.rows: list[dict[str, Any]] = []
-        self._cam: Any = None
 
     # ------------------------------------------------------------------------------------------------------
     # per image
@@ -266,58 +273,51 @@ class TriageWriter(DatalistWriter):
         if image_path is None:
             raise ValueError("TriageWriter: the item carries no file name (MetaTensor meta 'filename_or_obj'); load "
                              "images with cxr_monai.io.LoadCXRImaged")
-        self.write(item[self.image_key], item[self.pred_key], image_path)
+        self.write(item[self.image_key], item[self.pred_key], image_path, item.get(self.lateral_key),
+                   item.get(self.lateral_present_key))
 
-    def write(self, image: Any, pred: Any, image_path: str) -> dict[str, Any]:
-        """Score one image and write its overlays from its network input ``image`` and logits ``pred``; returns its
-        ``triage.csv`` row (without the rank)."""
+    def write(self, image: Any, pred: Any, image_path: str, lateral: Any = None,
+              lateral_present: Any = None) -> dict[str, Any]:
+        """Score one image and write its overlays from its network input ``image`` (and, for the dual branch, the
+        study's ``lateral`` input, a MetaTensor naming its file, with its ``lateral_present`` flag) and logits
+        ``pred``; returns its ``triage.csv`` row (without the rank)."""
         probabilities = probabilities_of(pred, len(self.class_names), self.sigmoid)
         top = [int(c) for c in np.argsort(-probabilities, kind="stable")[: self.top_k]]
         row: dict[str, Any] = {"image": os.path.abspath(image_path),
                                "abnormal_score": abnormal_score(probabilities[self._abnormal], self.abnormal_score)}
-        overlay_paths = self._write_overlays(image, image_path, top, probabilities) if self.overlays else {}
+        overlay_paths = (self._write_overlays(image, image_path, top, probabilities, lateral, lateral_present)
+                         if self.overlays else {})
         for n, c in enumerate(top, start=1):
             name = self.class_names[c]
             row[f"top{n}_class"] = name
             row[f"top{n}_probability"] = float(probabilities[c])
-            row[f"top{n}_overlay"] = overlay_paths.get(name, "")
+            row[f"top{n}_overlay"] = overlay_paths.get(("frontal", name), "")
+            if self.lateral_overlays:
+                row[f"top{n}_lateral_overlay"] = overlay_paths.get(("lateral", name), "")
         for name, p in zip(self.class_names, probabilities):
             row[f"p_{self._files[name]}"] = float(p)
         self.rows.append(row)
         return row
 
-    def class_maps(self, image: Any, classes: Sequence[int]) -> list[torch.Tensor]:
-        """The CAM ``(H, W)`` in [0, 1] of each class of ``classes`` for the network input ``image`` ``(C_in, H, W)``
-        (working size, on the CPU); one :class:`monai.visualize.CAM` call per class."""
-        from monai.visualize import CAM
-
-        from cxr_monai.networks.cxr_densenet import normalize_cam
-
-        network = getattr(self.network, "module", self.network)
-        if self._cam is None:
-            self._cam = CAM(nn_module=network, target_layers=network.cam_target_layer,
-                            fc_layers=network.cam_fc_layer, postprocessing=normalize_cam)
-        x = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-        if x.dim() != 3:
-            raise ValueError(f"TriageWriter: expected the network input (C, H, W), got shape {tuple(x.shape)}")
-        x = x[None].float().to(next(network.parameters()).device)
-        with eval_mode(network), torch.no_grad():
-            return [self._cam(x, class_idx=[c])[0, 0].float().cpu() for c in classes]
-
-    def _write_overlays(self, image: Any, image_path: str, classes: Sequence[int],
-                        probabilities: np.ndarray) -> dict[str, str]:
+    def _write_overlays(self, image: Any, image_path: str, classes: Sequence[int], probabilities: np.ndarray,
+                        lateral: Any = None, lateral_present: Any = None) -> dict[tuple[str, str], str]:
         from cxr_monai.io import read_cxr
 
-        radiograph, _ = read_cxr(image_path)
+        assert self.heatmaps is not None
+        lateral_path = filename_of(lateral) if self.lateral_overlays and lateral is not None else None
+        maps = self.heatmaps(image, classes, lateral if lateral_path else None, lateral_present)
+        sources = {"frontal": image_path, "lateral": lateral_path}
         stem = self.stem(image_path)
         paths = {}
-        for c, cam in zip(classes, self.class_maps(image, classes)):
-            heat = torch.nn.functional.interpolate(cam[None, None], size=radiograph.shape, mode="bilinear",
-                                                   align_corners=False)[0, 0].clamp(0.0, 1.0).numpy()
-            name = self.class_names[c]
-            overlay = _draw_label(heatmap_overlay(radiograph, heat, vmax=1.0), f"{name} {probabilities[c]:.2f}")
-            path = save_png(overlay, self.output_dir / "overlays" / f"{stem}_{self._files[name]}.png")
-            paths[name] = path.relative_to(self.output_dir).as_posix()
+        for view, view_maps in maps.items():
+            radiograph, _ = read_cxr(sources[view])
+            suffix = "" if view == "frontal" else "_lateral"
+            for c, heatmap in zip(classes, view_maps):
+                name = self.class_names[c]
+                overlay = _draw_label(heatmap_overlay(radiograph, resize_heatmap(heatmap, radiograph.shape), vmax=1.0),
+                                      f"{name} {probabilities[c]:.2f}")
+                path = save_png(overlay, self.output_dir / "overlays" / f"{stem}_{self._files[name]}{suffix}.png")
+                paths[(view, name)] = path.relative_to(self.output_dir).as_posix()
         return paths
 
     # ------------------------------------------------------------------------------------------------------
@@ -332,7 +332,9 @@ class TriageWriter(DatalistWriter):
     @property
     def fields(self) -> list[str]:
         """The columns of ``triage.csv``."""
-        top = [f"top{n}_{what}" for n in range(1, self.top_k + 1) for what in ("class", "probability", "overlay")]
+        columns = ("class", "probability", "overlay", "lateral_overlay") if self.lateral_overlays else (
+            "class", "probability", "overlay")
+        top = [f"top{n}_{what}" for n in range(1, self.top_k + 1) for what in columns]
         return ["rank", "image", "abnormal_score", *top, *(f"p_{self._files[name]}" for name in self.class_names)]
 
     def completed(self, engine: Engine | None = None) -> Path | None:
