@@ -206,6 +206,7 @@ BUNDLES: list[BundleSpec] = [
         tracking="mlflow.json",
         mlflow_experiment="classifier",
         mlflow_metric="loss",
+        own_multi_gpu_keys=("network",),  # find_unused_parameters for the dual branch (studies without a lateral)
     ),
 ]
 

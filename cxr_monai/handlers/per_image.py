@@ -28,18 +28,38 @@ def filename_of(value: Any) -> str | None:
 
 class PerImageHandler(ABC):
     """Base of the evaluator handlers that act on each decollated output item (``item``) and once on completion
-    (``completed``), with the item's image file found from its MetaTensor meta."""
+    (``completed``), with the item's image file found from its MetaTensor meta.
+
+    An engine's output holds ``image``, ``label`` and ``pred`` only; ``batch_keys`` names inputs the network took
+    besides the image (a dual-branch classifier's ``lateral``), which each item then also carries, taken from the
+    engine's batch (decollated)."""
 
     pred_key = "pred"
     image_key = "image"
+    batch_keys: tuple[str, ...] = ()
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
+    def _batch_items(self, engine: Engine, count: int) -> list[dict[str, Any]]:
+        batch = engine.state.batch
+        if not self.batch_keys or batch is None:
+            return [{} for _ in range(count)]
+        if isinstance(batch, Mapping):  # MONAI engines decollate it by default (decollate=True); not always
+            from monai.data import decollate_batch
+
+            batch = decollate_batch({key: batch[key] for key in self.batch_keys if key in batch})
+        items = [{key: item[key] for key in self.batch_keys if key in item} for item in batch]
+        if len(items) != count:
+            raise ValueError(f"{type(self).__name__}: the batch holds {len(items)} items and the output {count}")
+        return items
+
     def iteration_completed(self, engine: Engine) -> None:
         output = engine.state.output
-        for item in output if isinstance(output, (list, tuple)) else [output]:
+        items = output if isinstance(output, (list, tuple)) else [output]
+        for extra, item in zip(self._batch_items(engine, len(items)), items):
+            item = {**extra, **item} if extra else item
             self.item(item, filename_of(item[self.pred_key]) or filename_of(item.get(self.image_key)))
 
     @abstractmethod

@@ -150,13 +150,13 @@ def class_pos_weights(labels: LabelRows, *, ignore_value: float | None = -1,
     return weights.clamp(max=cap).float()
 
 
-def pos_weights_from_datalist(path: str | os.PathLike, split: str = "training", *, ignore_value: float | None = -1,
-                              max_weight: float | None = DEFAULT_MAX_POS_WEIGHT, validate: bool = False
-                              ) -> torch.Tensor:
+def pos_weights_from_datalist(path: str | os.PathLike, split: str = "training", *, key: str = "labels",
+                              ignore_value: float | None = -1, max_weight: float | None = DEFAULT_MAX_POS_WEIGHT,
+                              validate: bool = False) -> torch.Tensor:
     """:func:`class_pos_weights` of the ``labels`` of one split (default ``training``) of a datalist file, in the
-    order of its ``label_names``.
+    order of its ``label_names``; with ``key="label"``, of the binary normal/abnormal ``label`` (one class).
 
-    The split's every entry must carry ``labels`` with one value per name. ``validate`` checks the whole file
+    The split's every entry must carry ``labels`` with one value per name (or ``label``, 0 or 1). ``validate`` checks the whole file
     against the schema first (:func:`~cxr_monai.data.validate_datalist`; minutes for CheXpert's 190k entries).
 
     >>> import json
@@ -175,17 +175,23 @@ def pos_weights_from_datalist(path: str | os.PathLike, split: str = "training", 
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such datalist file")
         document = json.loads(path.read_text(encoding="utf-8"))
-    names = document.get("label_names")
-    if not isinstance(names, list) or not names:
-        raise ValueError(f"{path}: no 'label_names': not a multi-label datalist")
     entries = document.get(split)
     if not entries:
         raise ValueError(f"{path}: no entries in '{split}'")
     rows = []
+    if key == "label":
+        for number, entry in enumerate(entries):
+            if entry.get("label") not in (0, 1):
+                raise ValueError(f"{path}: {split}[{number}]: 'label' must be 0 or 1, got {entry.get('label')!r}")
+            rows.append([entry["label"]])
+        return class_pos_weights(rows, ignore_value=ignore_value, max_weight=max_weight)
+    names = document.get("label_names")
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{path}: no 'label_names': not a multi-label datalist")
     for number, entry in enumerate(entries):
-        labels = entry.get("labels")
+        labels = entry.get(key)
         if not isinstance(labels, list) or len(labels) != len(names):
-            raise ValueError(f"{path}: {split}[{number}]: 'labels' must hold one value per label name "
+            raise ValueError(f"{path}: {split}[{number}]: '{key}' must hold one value per label name "
                              f"({len(names)}), got {labels!r}")
         rows.append(labels)
     return class_pos_weights(rows, ignore_value=ignore_value, max_weight=max_weight)

@@ -1,6 +1,6 @@
 """MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches, binary masks,
 intensity
-maps, the bone image of a soft-tissue pair (the centre holes of the context encoder are in
+maps, the bone image of a soft-tissue pair, a study's optional second view (the centre holes of the context encoder are in
 :mod:`cxr_monai.apps.inpainting`)."""
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from cxr_monai.transforms.resolution import (
     scale_boxes,
     working_spatial_size,
 )
+from cxr_monai.transforms.views import OptionalViewD, OptionalViewd, OptionalViewDict
 from cxr_monai.transforms.utils import as_box_array, source_name
 
 __all__ = [
@@ -95,6 +96,9 @@ __all__ = [
     "MultiHotD",
     "MultiHotDict",
     "MultiHotd",
+    "OptionalViewD",
+    "OptionalViewDict",
+    "OptionalViewd",
     "RandLungPatch",
     "RandLungPatchD",
     "RandLungPatchDict",

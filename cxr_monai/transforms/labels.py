@@ -20,17 +20,23 @@ __all__ = ["MultiHot", "MultiHotD", "MultiHotDict", "MultiHotd"]
 
 
 class MultiHot(Transform):
-    """``[1, 0, -1, None]`` → ``tensor([1., 0., -1., nan])`` (float32), checking the length when ``num_classes`` is set.
+    """``[1, 0, -1, None]`` → ``tensor([1., 0., -1., nan])`` (float32), checking the length when ``num_classes`` is set;
+    a single number (the binary normal/abnormal ``label``) is one class.
 
     >>> MultiHot(num_classes=3)([1, None, -1])
     tensor([ 1., nan, -1.])
+    >>> MultiHot(num_classes=1)(1)
+    tensor([1.])
     """
 
     def __init__(self, num_classes: int | None = None) -> None:
         self.num_classes = num_classes
 
     def __call__(self, labels: Sequence[float | None] | torch.Tensor) -> torch.Tensor:
-        values = multilabel_targets([list(labels)])[0] if not isinstance(labels, torch.Tensor) else labels.float()
+        if isinstance(labels, torch.Tensor):
+            values = labels.float().reshape(-1)
+        else:
+            values = multilabel_targets([[labels] if labels is None or isinstance(labels, (int, float)) else list(labels)])[0]
         if self.num_classes is not None and values.numel() != self.num_classes:
             raise ValueError(f"{values.numel()} labels where the datalist's label_names give {self.num_classes}")
         return values

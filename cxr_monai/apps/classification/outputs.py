@@ -264,6 +264,8 @@ class TriageWriter(DatalistWriter):
         self.pred_key = pred_key
         self.lateral_key = lateral_key
         self.lateral_present_key = lateral_present_key
+        if self.lateral_overlays:
+            self.batch_keys = (lateral_key, lateral_present_key)
         self.rows: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------------------------
