@@ -57,6 +57,14 @@ def test_evaluation_writes_the_table_roc_and_mlflow_run(trained, classification_
         tags = dict(db.execute("select key, value from tags where run_uuid = (select run_uuid from runs where "
                                "name = 'evaluate')").fetchall())
     assert tags.get("cxr_monai.kind") == "evaluate" and tags.get("training_run_id")
+    # the CAM heatmaps localised against the phantoms' lesion boxes (ChestX-ray8 protocol), in the same run
+    boxes = sum(len(entry.get("boxes", [])) for key in ("test", "test_unhealthy") for entry in source[key])
+    localisation = json.loads((out / "localisation.json").read_text())
+    assert boxes and localisation["boxes"] == boxes and localisation["heatmap_method"] == "cam"
+    with sqlite3.connect(trained / "mlruns.db") as db:
+        (count,) = db.execute("select count(*) from metrics where key = 'eval_loc_boxes' and run_uuid = (select "
+                              "run_uuid from runs where name = 'evaluate')").fetchone()
+    assert count == 1
 
 
 def test_triage_ranks_images_with_cam_overlays_at_the_stored_size(trained, classification_phantoms, bundle_command,

@@ -37,7 +37,7 @@ Command line::
     python -m cxr_monai datalist chexpert --csv /data/CheXpert-v1.0-small/train.csv --image-root /data \\
         --out chexpert.json --uncertainty ones
     python -m cxr_monai datalist chestxray14 --data-entry Data_Entry_2017_v2020.csv.gz \\
-        --image-dir /data/ChestX-ray14/images --out chestxray14.json
+        --bbox-list BBox_List_2017.csv.gz --image-dir /data/ChestX-ray14/images --out chestxray14.json
     python -m cxr_monai datalist validate nih_pa.json
 """
 
@@ -800,7 +800,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Build the ChestX-ray14 classification datalist: every image with the 14 findings of Finding "
                     "Labels as multi-hot labels (label_names) and label 0 (No Finding) or 1; split by Patient ID "
                     "(default 70/10/20 as Wang et al. 2017; --test-list puts the official test_list.txt's "
-                    "patients in test). The context encoder's list is 'datalist nih'.")
+                    "patients in test). --bbox-list adds the boxes of BBox_List_2017 to the boxed images and puts "
+                    "every patient with a boxed image in test (ChestX-ray8's localisation protocol). The context "
+                    "encoder's list is 'datalist nih'.")
     chestxray14.add_argument("--data-entry", required=True, type=Path, metavar="CSV",
                              help="Data_Entry_2017*.csv[.gz]")
     chestxray14.add_argument("--image-dir", required=True, type=Path, metavar="DIR",
@@ -810,6 +812,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chestxray14.add_argument("--test-list", type=Path, default=None, metavar="TXT",
                              help="the official test_list.txt: its images' patients go to test (--test-fraction "
                                   "unused), the others are split into training and validation")
+    chestxray14.add_argument("--bbox-list", type=Path, default=None, metavar="CSV",
+                             help="BBox_List_2017.csv[.gz]: the boxed images get boxes and box_labels (localisation of "
+                                  "the class heatmaps) and every patient with a boxed image goes to test")
+    chestxray14.add_argument("--box-image-size", type=int, default=NIH_BOX_IMAGE_SIZE, metavar="PX",
+                             help="side of the images the BBox list's coordinates refer to: boxed images stored at "
+                                  f"another size get their boxes scaled (default {NIH_BOX_IMAGE_SIZE}, the NIH "
+                                  "release; 0 keeps the coordinates as listed)")
     chestxray14.add_argument("--allow-missing-images", action="store_true",
                              help="do not check the image files (build the list before the download)")
     chestxray14.add_argument("--name", default=None, help="datalist name (default: chestxray14[-view])")
@@ -904,6 +913,7 @@ def _run_chestxray14(args: argparse.Namespace) -> int:
 
     summary = build_chestxray14_datalist(args.data_entry, args.image_dir, args.out, view=args.view,
                                          test_list=args.test_list, check_images=not args.allow_missing_images,
+                                         bbox_list_csv=args.bbox_list, box_image_size=args.box_image_size or None,
                                          **_split_options(args))
     print(summary.format())
     return 0

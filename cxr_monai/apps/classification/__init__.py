@@ -25,6 +25,11 @@ from cxr_monai.apps.classification.evaluation import (
     merge_auroc_tables,
 )
 from cxr_monai.apps.classification.heatmaps import HEATMAP_METHODS, ClassHeatmaps, resize_heatmap
+from cxr_monai.apps.classification.localisation import (
+    CHESTXRAY8_HEATMAP_THRESHOLDS,
+    LocalisationEvaluation,
+    LocalisationReport,
+)
 from cxr_monai.apps.classification.outputs import (
     ABNORMAL_SCORES,
     NOT_ABNORMAL,
@@ -38,11 +43,14 @@ from cxr_monai.apps.classification.outputs import (
 
 __all__ = [
     "ABNORMAL_SCORES",
+    "CHESTXRAY8_HEATMAP_THRESHOLDS",
     "HEATMAP_METHODS",
     "NOT_ABNORMAL",
     "ClassHeatmaps",
     "ClassificationEvaluation",
     "ClassificationReport",
+    "LocalisationEvaluation",
+    "LocalisationReport",
     "TriageWriter",
     "abnormal_score",
     "auroc_from_dict",

@@ -241,6 +241,7 @@ class ClassificationEvaluation(PerImageHandler):
         self.rows: list[dict[str, Any]] = []
         self.report: ClassificationReport | None = None
         self.files: dict[str, Path] = {}
+        self.run_id: str | None = None  # the MLflow run it logged to (LocalisationEvaluation logs there too)
 
     def item(self, item: Mapping[str, Any], image_path: str | None) -> None:
         if image_path is None:
@@ -270,9 +271,9 @@ class ClassificationEvaluation(PerImageHandler):
             logger.info("%d of %d images have no known label and are left out of the AUROCs",
                         report.images_without_known_label, len(rows))
         if self.tracking_uri:
-            run_id = log_report_to_mlflow(report, self.tracking_uri, self.experiment_name, self.run_name,
-                                          files=self.files, model_path=self.model_path)
-            logger.info("evaluation logged to MLflow run %s", run_id)
+            self.run_id = log_report_to_mlflow(report, self.tracking_uri, self.experiment_name, self.run_name,
+                                               files=self.files, model_path=self.model_path)
+            logger.info("evaluation logged to MLflow run %s", self.run_id)
         self.report = report
         return report
 

@@ -11,9 +11,11 @@ multi-hot ``labels`` in that order (1 present, 0 absent, -1 uncertain, ``null`` 
   ignore), the study (``patient00001/study1``, from the path) and, with ``pair_lateral``, the study's lateral
   image as ``lateral`` (the second branch of the dual-branch DenseNet-121).
 - :func:`build_chestxray14_datalist` reads ``Data_Entry_2017*.csv``: the 14 findings of ChestX-ray14
-  (:data:`CHESTXRAY14_CLASSES`, the order of Wang et al. 2017 and torchxrayvision) from ``Finding Labels``.
-  It is not the context encoder's ``datalist nih`` (healthy images and boxed test images); it reuses that
-  builder's CSV reader and image locator.
+  (:data:`CHESTXRAY14_CLASSES`, the order of Wang et al. 2017 and torchxrayvision) from ``Finding Labels``;
+  with ``BBox_List_2017.csv`` the boxed images also carry ``boxes`` / ``box_labels`` for the localisation of the
+  class heatmaps (:class:`~cxr_monai.apps.classification.LocalisationEvaluation`), and their patients are all
+  in ``test``. It is not the context encoder's ``datalist nih`` (healthy images and boxed test images); it
+  reuses that builder's CSV readers, image locator and box scaling.
 
 All test images, normal and abnormal, are in ``test`` (``test_unhealthy`` is written empty): a classifier is
 evaluated on one test list.
@@ -29,7 +31,7 @@ Command line::
     python -m cxr_monai datalist chexpert --csv /data/CheXpert-v1.0-small/train.csv --image-root /data \\
         --out chexpert.json --uncertainty ones
     python -m cxr_monai datalist chestxray14 --data-entry Data_Entry_2017_v2020.csv.gz \\
-        --image-dir /data/ChestX-ray14/images --out chestxray14.json
+        --bbox-list BBox_List_2017.csv.gz --image-dir /data/ChestX-ray14/images --out chestxray14.json
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from cxr_monai.data.builders.nih import (
+    NIH_BOX_IMAGE_SIZE,
     NIH_HEALTHY,
     _ImageLocator,
     _NihImage,
+    _read_nih_bbox_list,
     _read_nih_data_entry,
+    _stored_boxes,
 )
 from cxr_monai.data.datalist import (
     SPLIT_KEYS,
@@ -463,9 +468,12 @@ def build_chestxray14_datalist(
     check_images: bool = True,
     base_dir: str | os.PathLike | None = None,
     test_list: str | os.PathLike | None = None,
+    bbox_list_csv: str | os.PathLike | None = None,
+    box_image_size: int | None = NIH_BOX_IMAGE_SIZE,
     name: str | None = None,
 ) -> DatalistSummary:
-    """Build the ChestX-ray14 classification datalist: every image, the 14 findings as multi-hot labels.
+    """Build the ChestX-ray14 classification datalist: every image, the 14 findings as multi-hot labels, and with
+    ``bbox_list_csv`` the boxes of the boxed images.
 
     - One entry per row of ``Data_Entry_2017*.csv[.gz]``: ``image``, ``labels`` (0/1 in
       :data:`CHESTXRAY14_CLASSES` order, the document's ``label_names``, from the ``|``-separated ``Finding
@@ -477,13 +485,25 @@ def build_chestxray14_datalist(
       among the label files here, so the default split is this patient split, not the official one; pass
       ``test_list`` (the official ``test_list.txt``) to put its images' patients in test (``test_fraction`` is
       then unused) and split the others into training and validation.
+    - ``bbox_list_csv`` (``BBox_List_2017.csv[.gz]``, 984 boxes on 880 images): each boxed image's entry gets
+      ``boxes`` ``[x_min, y_min, x_max, y_max]`` and ``box_labels`` (the class names: ``Infiltrate`` ->
+      ``Infiltration``), and **every patient with a boxed image goes to test**: ChestX-ray8 evaluates the
+      localisation of its heatmaps on boxed images the classifier never trained on, and none of these patients'
+      images is trained or tuned on (on ChestX-ray14 726 patients, 15,938 images; the other patients fill test up
+      to ``test_fraction``). The summary's notes say so. A box labelled outside the 14 classes rejects its image;
+      a box of an image not in the Data_Entry file is rejected.
+    - ``box_image_size``: side of the square images the BBox coordinates refer to (1024, the NIH release). With
+      ``check_images`` a boxed image stored at another size (a resized copy) gets its boxes scaled to its stored
+      pixels, and one whose boxes still leave the image is rejected; without, the boxes are written as listed.
+      ``None`` keeps the coordinates as listed.
     - Images are found by name anywhere under ``image_dir`` (flat or NIH's ``images_NNN/images/``), as
       ``datalist nih`` finds them; ``check_images``: missing and unreadable images are rejected with the reason,
       ``False`` checks nothing and writes the flat ``<Image Index>`` for images not found. Paths are relative to
       ``base_dir`` (default: ``image_dir``). No patient ID, age or sex is written.
 
     >>> summary = build_chestxray14_datalist("Data_Entry_2017_v2020.csv.gz", "/data/nih/images",
-    ...                                      "chestxray14.json", check_images=False)  # doctest: +SKIP
+    ...                                      "chestxray14.json", bbox_list_csv="BBox_List_2017.csv.gz",
+    ...                                      check_images=False)  # doctest: +SKIP
     """
     _check_fractions(val_fraction, test_fraction)
     image_dir, out_path = Path(image_dir), Path(out_path)
@@ -491,6 +511,8 @@ def build_chestxray14_datalist(
     prefix = _relative_dir(image_dir, base_dir)
     entry_name = Path(data_entry_csv).name
     images = _read_nih_data_entry(data_entry_csv)
+    boxes_by_index = _read_nih_bbox_list(bbox_list_csv) if bbox_list_csv is not None else {}
+    bbox_name = Path(bbox_list_csv).name if bbox_list_csv is not None else ""
 
     wanted_view = view.strip().upper() if view else None
     if wanted_view is not None and not any(image.view.upper() == wanted_view for image in images.values()):
@@ -498,10 +520,15 @@ def build_chestxray14_datalist(
         raise ValueError(f"{data_entry_csv}: no image with View Position {view!r} (found: {found})")
 
     rejected: list[RejectedFile] = []
+    for index in boxes_by_index:
+        if index not in images:
+            _reject(rejected, index, f"not in {entry_name}: listed in {bbox_name} only")
     position = {finding: n for n, finding in enumerate(CHESTXRAY14_CLASSES)}
     kept: list[tuple[_NihImage, list[int]]] = []
+    boxed_elsewhere = 0  # boxed images of another View Position
     for image in images.values():
         if wanted_view is not None and image.view.upper() != wanted_view:
+            boxed_elsewhere += image.index in boxes_by_index
             continue
         unknown = [finding for finding in image.findings if finding not in position and finding != NIH_HEALTHY]
         if unknown:
@@ -510,6 +537,11 @@ def build_chestxray14_datalist(
             continue
         if NIH_HEALTHY in image.findings and len(image.findings) > 1:
             _reject(rejected, image.index, f"'{NIH_HEALTHY}' together with findings in Finding Labels")
+            continue
+        unknown = sorted({label for _, label in boxes_by_index.get(image.index, ()) if label not in position})
+        if unknown:
+            _reject(rejected, image.index, f"unknown box label {', '.join(map(repr, unknown))} in {bbox_name} "
+                                           f"(known: {', '.join(CHESTXRAY14_CLASSES)})")
             continue
         labels = [0] * len(CHESTXRAY14_CLASSES)
         for finding in image.findings:
@@ -529,20 +561,34 @@ def build_chestxray14_datalist(
         if listed_elsewhere:
             notes.append(f"{listed_elsewhere} images not in {Path(test_list).name} are in test with their patient")
         test_fraction = 0.0
+    # ChestX-ray8 localises on boxed images the classifier never trained on: their patients all go to test
+    boxed_patients = {image.patient for image, _ in kept if image.index in boxes_by_index}
     split_of_patient = split_groups(Counter(image.patient for image, _ in kept), val_fraction=val_fraction,
-                                    test_fraction=test_fraction, seed=seed, test_groups=test_patients)
+                                    test_fraction=test_fraction, seed=seed,
+                                    test_groups=test_patients | boxed_patients)
 
     locator = _ImageLocator(image_dir, check_images)
     document: dict[str, Any] = {key: [] for key in SPLIT_KEYS}
     members: dict[str, list[_NihImage]] = {key: [] for key in SPLIT_KEYS}
+    boxed_images = boxes = rescaled = labels_outside_findings = 0
     for image, labels in kept:
         rel_path, problem = locator.locate(image.index)
         if problem is not None:
             _reject(rejected, (image_dir / rel_path).as_posix(), problem)
             continue
+        entry: dict[str, Any] = {"image": posixpath.join(prefix, rel_path), "labels": labels,
+                                 "label": int(any(labels)), "view": image.view}
+        if image.index in boxes_by_index:
+            box_list, box_labels, scaled, problem = _stored_boxes(image_dir / rel_path, boxes_by_index[image.index],
+                                                                  box_image_size, check_images)
+            if problem is not None:
+                _reject(rejected, (image_dir / rel_path).as_posix(), problem)
+                continue
+            entry.update(boxes=box_list, box_labels=box_labels)
+            boxed_images, boxes, rescaled = boxed_images + 1, boxes + len(box_list), rescaled + scaled
+            labels_outside_findings += sum(label not in image.findings for label in box_labels)
         key = split_of_patient[image.patient]
-        document[key].append({"image": posixpath.join(prefix, rel_path), "labels": labels,
-                              "label": int(any(labels)), "view": image.view})
+        document[key].append(entry)
         members[key].append(image)
 
     splits = {key: SplitCounts(len(group), len({image.patient for image in group}),
@@ -552,6 +598,18 @@ def build_chestxray14_datalist(
     how = (f"patients of the images in {Path(test_list).name} in test, the others split" if test_list is not None
            else "the official train_val_list/test_list not used: split")
     notes.append(f"{how} by Patient ID ({len(split_of_patient)} patients, each in one split)")
+    if bbox_list_csv is not None:
+        with_boxed_patient = sum(image.patient in boxed_patients for image in members["test"])
+        notes.append(f"{boxes} boxes on {boxed_images} images from {bbox_name}, all in test: every image of the "
+                     f"{len(boxed_patients)} patients with a boxed image is in test ({with_boxed_patient} images), as "
+                     "ChestX-ray8 evaluates localisation on boxed images the classifier never trained on")
+        if boxed_elsewhere:
+            notes.append(f"{boxed_elsewhere} boxed images of another View Position are not listed")
+        if labels_outside_findings:
+            notes.append(f"{labels_outside_findings} box labels are not among their image's Finding Labels")
+        if rescaled:
+            notes.append(f"{rescaled} boxed images are not {box_image_size} px (the size the BBox list refers to): "
+                         "their boxes were scaled to the stored pixels")
 
     view_text = f", View Position {wanted_view} only" if wanted_view else ""
     where = f"the image directory '{image_dir.name}'" if not prefix else f"the directory holding '{prefix}'"
@@ -564,6 +622,13 @@ def build_chestxray14_datalist(
         f"(label_names; No Finding = all 0), label 0 for No Finding else 1; {split_text}; test holds normal and "
         f"abnormal images. Paths are relative to {where}: pass it as base_dir (bundles: --dataset_dir)."
     )
+    if bbox_list_csv is not None:
+        pixels = ("the stored pixels of each image" if check_images else
+                  f"the pixels of the {box_image_size} px images the BBox list refers to" if box_image_size else
+                  "the pixels the BBox list gives")
+        description += (f" The {boxed_images} images of {bbox_name} carry boxes [x_min, y_min, x_max, y_max] in "
+                        f"{pixels} and box_labels; every patient with a boxed image is in test (ChestX-ray8's "
+                        "localisation protocol: boxed images are never trained on).")
     if rejected:
         description += f" {len(rejected)} rejected rows or images were left out."
     name = name or "chestxray14" + (f"-{wanted_view.lower()}" if wanted_view else "")

@@ -115,6 +115,18 @@ def _read_nih_bbox_list(path: str | os.PathLike) -> dict[str, list[tuple[list[fl
     return dict(boxes)
 
 
+def _stored_boxes(path: Path, boxes: Sequence[tuple[list[float], str]], box_image_size: int | None,
+                  check_images: bool) -> tuple[list[list[float]], list[str], bool, str | None]:
+    """One image's BBox-list boxes as a datalist entry carries them: the boxes (in the stored pixels of ``path``
+    with ``check_images``, :func:`~cxr_monai.data.datalist._boxes_in_stored_pixels`; as listed without), their
+    labels, whether they were scaled, and the reason to reject the image (``None`` when usable)."""
+    listed, labels = [box for box, _ in boxes], [label for _, label in boxes]
+    if not check_images:
+        return listed, labels, False, None
+    stored, problem = _boxes_in_stored_pixels(path, listed, box_image_size)
+    return stored, labels, stored != listed, problem
+
+
 class _ImageLocator:
     """Finds images by file name anywhere under ``image_dir`` (flat or NIH's ``images_001/images/``)."""
 
@@ -223,17 +235,14 @@ def build_nih_datalist(
             continue
         entry: dict[str, Any] = {"image": posixpath.join(prefix, rel_path)}
         if key == "test_unhealthy":
-            boxes = boxes_by_index[image.index]
-            box_list = [box for box, _ in boxes]
-            if check_images:
-                box_list, problem = _boxes_in_stored_pixels(image_dir / rel_path, box_list, box_image_size)
-                if problem is not None:
-                    _reject(rejected, (image_dir / rel_path).as_posix(), problem)
-                    continue
-                rescaled += box_list != [box for box, _ in boxes]
-            entry.update(label=1, findings=list(image.findings), boxes=box_list,
-                         box_labels=[label for _, label in boxes])
-            labels_outside_findings += sum(label not in image.findings for _, label in boxes)
+            box_list, box_labels, scaled, problem = _stored_boxes(image_dir / rel_path, boxes_by_index[image.index],
+                                                                  box_image_size, check_images)
+            if problem is not None:
+                _reject(rejected, (image_dir / rel_path).as_posix(), problem)
+                continue
+            rescaled += scaled
+            entry.update(label=1, findings=list(image.findings), boxes=box_list, box_labels=box_labels)
+            labels_outside_findings += sum(label not in image.findings for label in box_labels)
         else:
             entry["label"] = 0
         entry["view"] = image.view
