@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
     "auroc-table": ("cxr_monai.apps.classification.evaluation",
                     "one Table 1 (per-class AUROC rows) from several classifier evaluations' report.json"),
+    "classifier-table": ("cxr_monai.apps.classification.variants",
+                         "train and evaluate the classifier per input variant and merge them into one Table 1"),
     "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 
