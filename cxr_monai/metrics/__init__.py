@@ -1,7 +1,9 @@
-"""Reconstruction metrics, anomaly scores, image-level bootstrap intervals, multi-label AUROC and localisation accuracy."""
+"""Reconstruction metrics, anomaly scores, image-level bootstrap intervals, multi-label AUROC, localisation accuracy and
+binary detection metrics (accuracy, precision, recall, AUC, Dice, confusion matrix)."""
 
 from __future__ import annotations
 
+from cxr_monai.metrics.binary import BinaryDetectionMetrics, binary_detection_metrics, mask_dice
 from cxr_monai.metrics.bootstrap import (
     DEFAULT_RESAMPLES,
     BootstrapInterval,
@@ -36,6 +38,7 @@ from cxr_monai.metrics.reconstruction import (
 )
 
 __all__ = [
+    "BinaryDetectionMetrics",
     "DEFAULT_RESAMPLES",
     "DEFAULT_THRESHOLDS",
     "PSNR_MAX_DB",
@@ -47,6 +50,7 @@ __all__ = [
     "anomaly_auroc",
     "anomaly_score",
     "auroc_table",
+    "binary_detection_metrics",
     "box_iobb",
     "box_iou",
     "cluster_bootstrap",
@@ -54,6 +58,7 @@ __all__ = [
     "image_level_intervals",
     "image_anomaly_score",
     "localisation_accuracy",
+    "mask_dice",
     "masked_macro_auroc",
     "multilabel_auroc",
     "patch_level_intervals",
