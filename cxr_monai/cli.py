@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("cxr_monai.data.phantom", "generate synthetic chest radiographs with ground truth"),
-    "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON: NIH, CheXpert and ChestX-ray14 labels, folders, lung masks, bone pairs"),
+    "datalist": ("cxr_monai.data.datalist", "build a MONAI datalist JSON: NIH, CheXpert and ChestX-ray14 labels, SIIM pneumothorax, folders, lung masks, bone pairs"),
     "preview": ("cxr_monai.io.preview", "write images or folders as the chest X-ray reader sees them (8-bit PNGs)"),
     "demo": ("cxr_monai.demo", "the main job on phantoms: train the context encoder, inpaint, evaluate"),
     "auroc-table": ("cxr_monai.apps.classification.evaluation",

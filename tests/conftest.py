@@ -1,7 +1,8 @@
 """Fixtures shared by the test modules: phantom data sets, the real data under ``../shared/data`` and bundle runs.
 
-- ``bundle_phantoms`` (24 images at 256 px) and ``phantom_datalist`` (4 images at 256 px) are generated once per
-  session, whichever module asks first; tests must not write into them (copy them first, as the bad-image test does).
+- ``bundle_phantoms`` (24 images at 256 px), ``classification_phantoms`` and ``pneumothorax_phantoms`` (24 images at
+  256 px each) and ``phantom_datalist`` (4 images at 256 px) are generated once per session, whichever module asks
+  first; tests must not write into them (copy them first, as the bad-image test does).
 - ``shared_data`` / ``shared_path`` skip a test, with the path in the reason, where ``../shared/data`` (or the
   part of it a test reads) is absent: a user's checkout has no ``shared/``.
 - ``bundle_command`` builds ``python -m monai.bundle <subcommand> ...`` arguments as a user types them, and
@@ -52,6 +53,18 @@ def classification_phantoms(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("classification_phantoms")
     generate_phantoms(out, num_images=24, size=256, seed=0, classification=True, bone_pairs=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pneumothorax_phantoms(tmp_path_factory) -> Path:
+    """24 phantoms at 256 px (seed 0), half with one pneumothorax: ``label`` 1/0, a ``lesion_mask`` for every image
+    (the pneumothorax region, blank when normal) and ``train-rle.csv``; the ClaSegNet data
+    (``generate_phantoms(pneumothorax=True)``; both classes in training, validation and test + test_unhealthy)."""
+    from cxr_monai.data import generate_phantoms
+
+    out = tmp_path_factory.mktemp("pneumothorax_phantoms")
+    generate_phantoms(out, num_images=24, size=256, seed=0, pneumothorax=True)
     return out
 
 

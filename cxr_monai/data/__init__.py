@@ -1,5 +1,5 @@
 """Datalists (NIH ChestX-ray14, folders, Montgomery, Shenzhen, JSRT/SCR lung masks, bone-suppression pairs, CheXpert and
-ChestX-ray14 classification labels), their schema, the patch-pool loader and the phantom generator.
+ChestX-ray14 classification labels, SIIM-ACR pneumothorax masks), their schema, the patch-pool loader and the phantom generator.
 
 The names below are imported on first use (module ``__getattr__``), so importing one submodule (for example
 ``cxr_monai.data.phantom`` for ``python -m cxr_monai phantom``) does not import the others; ``from
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
         read_lung_mask,
     )
     from cxr_monai.data.builders.nih import build_nih_datalist
+    from cxr_monai.data.builders.siim import build_siim_datalist
     from cxr_monai.data.datalist import (
         DatalistError,
         DatalistSummary,
@@ -68,10 +69,12 @@ _LUNG_MASK_BUILDERS = (
     "build_jsrt_datalist",
     "build_montgomery_datalist",
     "build_shenzhen_datalist",
+    "build_siim_datalist",
     "lung_mask_problem",
     "read_lung_mask",
 )
 _NIH_BUILDER = ("build_nih_datalist",)
+_SIIM_BUILDER = ("build_siim_datalist",)
 _FOLDER_BUILDER = ("build_folder_datalist",)
 _BONE_PAIR_BUILDER = ("build_bone_pair_datalist",)
 _CLASSIFICATION_BUILDERS = ("CHESTXRAY14_CLASSES", "CHEXPERT_CLASSES", "build_chestxray14_datalist",
@@ -85,6 +88,7 @@ _LAZY = {
     **dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"),
     **dict.fromkeys(_LUNG_MASK_BUILDERS, "cxr_monai.data.builders.lung_masks"),
     **dict.fromkeys(_NIH_BUILDER, "cxr_monai.data.builders.nih"),
+    **dict.fromkeys(_SIIM_BUILDER, "cxr_monai.data.builders.siim"),
     **dict.fromkeys(_FOLDER_BUILDER, "cxr_monai.data.builders.folder"),
     **dict.fromkeys(_BONE_PAIR_BUILDER, "cxr_monai.data.builders.bone_pairs"),
     **dict.fromkeys(_CLASSIFICATION_BUILDERS, "cxr_monai.data.builders.classification"),
@@ -112,6 +116,7 @@ __all__ = [
     "build_montgomery_datalist",
     "build_nih_datalist",
     "build_shenzhen_datalist",
+    "build_siim_datalist",
     "generate_phantoms",
     "image_file_problem",
     "datalist_label_names",

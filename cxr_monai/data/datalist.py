@@ -4,8 +4,9 @@ The builders (label files or a folder of radiographs -> MONAI decathlon-style JS
 :mod:`cxr_monai.data.builders`: :func:`~cxr_monai.data.builders.nih.build_nih_datalist`,
 :func:`~cxr_monai.data.builders.folder.build_folder_datalist`, the lung-mask builders of
 :mod:`cxr_monai.data.builders.lung_masks`, the bone-suppression pairs of
-:mod:`cxr_monai.data.builders.bone_pairs` and the multi-label classification lists (CheXpert, ChestX-ray14) of
-:mod:`cxr_monai.data.builders.classification`; they share the helpers of this module.
+:mod:`cxr_monai.data.builders.bone_pairs`, the multi-label classification lists (CheXpert, ChestX-ray14) of
+:mod:`cxr_monai.data.builders.classification` and the SIIM-ACR pneumothorax list (RLE masks) of
+:mod:`cxr_monai.data.builders.siim`; they share the helpers of this module.
 
 Every list follows docs/data_contract.md and ``cxr_monai/schemas/datalist.schema.json``: the keys
 ``training``, ``validation``, ``test`` (healthy images) and ``test_unhealthy`` (abnormal images with their
@@ -38,6 +39,8 @@ Command line::
         --out chexpert.json --uncertainty ones
     python -m cxr_monai datalist chestxray14 --data-entry Data_Entry_2017_v2020.csv.gz \\
         --bbox-list BBox_List_2017.csv.gz --image-dir /data/ChestX-ray14/images --out chestxray14.json
+    python -m cxr_monai datalist siim --rle-csv train-rle.csv --dicom-dir /data/siim/dicom-images-train \\
+        --mask-dir /data/siim/masks --out siim.json --balance
     python -m cxr_monai datalist validate nih_pa.json
 """
 
@@ -624,7 +627,7 @@ def _add_split_arguments(parser: argparse.ArgumentParser, *, val_fraction: float
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs``, ``chexpert``,
-    ``chestxray14`` and ``validate``."""
+    ``chestxray14``, ``siim`` and ``validate``."""
     # imported here: the builder modules import this one
     from cxr_monai.data.builders.bone_pairs import (
         BONE_PAIR_TEST_FRACTION,
@@ -640,6 +643,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     from cxr_monai.data.builders.folder import build_folder_datalist
     from cxr_monai.data.builders.nih import NIH_BOX_IMAGE_SIZE, build_nih_datalist
+    from cxr_monai.data.builders.siim import SIIM_TEST_FRACTION, SIIM_VAL_FRACTION
+    from cxr_monai.io.rle import SIIM_IMAGE_SIZE
 
     sources = parser.add_subparsers(dest="datalist_source", metavar="SOURCE")
     sources.required = True
@@ -826,6 +831,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          test_fraction=CHESTXRAY14_TEST_FRACTION)
     chestxray14.set_defaults(_build_datalist=_run_chestxray14)
 
+    siim = sources.add_parser(
+        "siim", help="SIIM-ACR pneumothorax: train-rle.csv + the DICOMs, a mask PNG per image, split by patient",
+        description="Build the SIIM-ACR pneumothorax datalist: each DICOM under --dicom-dir (any depth, named "
+                    "<ImageId>.dcm) with its rows of --rle-csv (EncodedPixels: relative-offset run-length codes, "
+                    "column-major, -1 = none; several rows = several regions, merged) as label 1/0, findings "
+                    "Pneumothorax and lesion_mask (a 0/255 PNG under --mask-dir for every image, blank for label 0); "
+                    "split by PatientID 80/10/10, test images with pneumothorax in test_unhealthy. Images without a "
+                    "row, rows without an image, unreadable DICOMs, other sizes and bad codes are rejected with "
+                    "their reason.")
+    siim.add_argument("--rle-csv", required=True, type=Path, metavar="CSV",
+                      help="SIIM's train-rle.csv (ImageId, EncodedPixels), plain or .gz")
+    siim.add_argument("--dicom-dir", required=True, type=Path, metavar="DIR",
+                      help="folder holding the DICOMs at any depth (SIIM's dicom-images-train/<study>/<series>/)")
+    siim.add_argument("--mask-dir", type=Path, default=None, metavar="DIR",
+                      help="where the mask PNGs are written, outside --dicom-dir (default: siim_pneumothorax_masks/ "
+                           "next to --out)")
+    siim.add_argument("--balance", action="store_true",
+                      help="as many negative images as positive ones, the negatives drawn with --seed (seed 004)")
+    siim.add_argument("--rle-size", type=int, default=SIIM_IMAGE_SIZE, metavar="PX",
+                      help=f"side of the images the codes refer to (default {SIIM_IMAGE_SIZE}); images stored at "
+                           "another size are rejected")
+    siim.add_argument("--name", default=None,
+                      help="datalist name (default: siim-acr-pneumothorax, -balanced with --balance)")
+    _add_split_arguments(siim, val_fraction=SIIM_VAL_FRACTION, test_fraction=SIIM_TEST_FRACTION)
+    siim.set_defaults(_build_datalist=_run_siim)
+
     validate = sources.add_parser("validate", help="check datalist files against the schema",
                                   description=validate_datalist.__doc__.split("\n\n")[0])
     validate.add_argument("files", nargs="+", type=Path, metavar="JSON")
@@ -919,6 +950,15 @@ def _run_chestxray14(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_siim(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.siim import build_siim_datalist
+
+    summary = build_siim_datalist(args.rle_csv, args.dicom_dir, args.out, args.mask_dir, balance=args.balance,
+                                  rle_size=args.rle_size, **_split_options(args))
+    print(summary.format())
+    return 0
+
+
 def _run_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
@@ -934,8 +974,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|chexpert|chestxray14|validate``; rejected files
-    go to stderr, the summary to stdout."""
+    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|chexpert|chestxray14|siim|validate``; rejected
+    files go to stderr, the summary to stdout."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:

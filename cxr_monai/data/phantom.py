@@ -51,6 +51,12 @@ Files written under the output directory:
   ``laterals/phantom_00000.png`` (or ``.dcm``, like the image), the lateral view; datalist top-level
   ``label_names`` and per entry ``labels`` (multi-hot), ``lateral`` and ``study``; all images split by patient,
   abnormal ones too. Without it every file is the same as before, byte for byte.
+- With ``pneumothorax=True`` (``--pneumothorax``), for a pneumothorax classifier with mask supervision (seed 004,
+  SIIM-ACR): half the images by default (``abnormal_fraction`` 0.5, a balanced set) have exactly one
+  ``Pneumothorax`` and nothing else; every image has ``masks/lesions/phantom_00000.png``, the pneumothorax region
+  (blank for the others); all images split by patient, the abnormal test images in ``test_unhealthy``; and
+  ``train-rle.csv`` lists every image in SIIM's ``ImageId, EncodedPixels`` layout (:mod:`cxr_monai.io.rle`; the
+  image's stem as ``ImageId``, ``-1`` for a normal image). Without it every file is the same as before.
 
 The same seed gives byte-identical files (DICOM UIDs are derived from the seed; there are no timestamps).
 Cost: about 0.16 s of one CPU core per 1024 px image, files included (smooth anatomy is drawn at half
@@ -79,6 +85,7 @@ from pydicom.uid import (PYDICOM_IMPLEMENTATION_UID, ComputedRadiographyImageSto
 from scipy import ndimage
 
 from cxr_monai.data.datalist import split_groups
+from cxr_monai.io.rle import rle_encode
 
 __all__ = [
     "CLASSIFICATION_FINDINGS",
@@ -87,6 +94,7 @@ __all__ = [
     "NIH_BBOX_HEADER",
     "NIH_DATA_ENTRY_HEADER",
     "RIB_MASK_THRESHOLD",
+    "SIIM_RLE_HEADER",
     "PhantomLateral",
     "PhantomLesion",
     "PhantomRadiograph",
@@ -121,6 +129,11 @@ NIH_BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 """First line of NIH's ``BBox_List_2017.csv``; its data rows have six fields."""
 
 NO_FINDING = "No Finding"
+PNEUMOTHORAX = "Pneumothorax"
+SIIM_RLE_HEADER = "ImageId, EncodedPixels"
+"""First line of SIIM-ACR's ``train-rle.csv`` (with its leading space), as ``pneumothorax=True`` writes it."""
+_PNEUMOTHORAX_ABNORMAL_FRACTION = 0.5  # seed 004: as many images with pneumothorax as without
+_ABNORMAL_FRACTION = 0.3
 FIELD_OF_VIEW_MM = 430.0  # detector width, so that pixel spacing is FIELD_OF_VIEW_MM / size
 MIN_SIZE = 64
 
@@ -1611,9 +1624,11 @@ def _round_half_up(x: float) -> int:
 
 
 def _plan_images(num_images: int, seed: int, abnormal_fraction: float, dicom_fraction: float,
-                 monochrome1_fraction: float, classification: bool = False) -> list[_ImagePlan]:
+                 monochrome1_fraction: float, classification: bool = False,
+                 pneumothorax: bool = False) -> list[_ImagePlan]:
     """Patients, abnormal images and their findings, formats. ``classification`` draws other findings (from a
-    stream of their own, :data:`CLASSIFICATION_PROBABILITIES`) for the same abnormal images; all else stays."""
+    stream of their own, :data:`CLASSIFICATION_PROBABILITIES`) for the same abnormal images; ``pneumothorax``
+    gives each abnormal image one ``Pneumothorax`` only; all else stays."""
     rng = _rng(seed, 0)
     patients: list[range] = []
     start = 0
@@ -1650,6 +1665,8 @@ def _plan_images(num_images: int, seed: int, abnormal_fraction: float, dicom_fra
             while not drawn.any():
                 drawn = finding_rng.random(len(names)) < probabilities
             findings[index] = tuple(name for name, present in zip(names, drawn) if present)
+    if pneumothorax:
+        findings = dict.fromkeys(findings, (PNEUMOTHORAX,))
     n_dicom = _round_half_up(dicom_fraction * num_images)
     dicom_order = [int(i) for i in rng.permutation(num_images)[:n_dicom]]
     dicom, monochrome1 = set(dicom_order), set(dicom_order[:_round_half_up(monochrome1_fraction * n_dicom)])
@@ -1777,6 +1794,7 @@ class PhantomSummary:
     bbox_csv: Path
     bone_pairs: bool = False  # bone_suppressed/, bones/ and rib_masks/ written too
     classification: bool = False  # label_names and labels in the datalist, laterals/ written too
+    pneumothorax: bool = False  # one pneumothorax per abnormal image, a lesion mask for every image, train-rle.csv
 
     @property
     def num_images(self) -> int:
@@ -1788,13 +1806,16 @@ class PhantomSummary:
         pairs = "; bone pairs in bone_suppressed/, bones/, rib_masks/" if self.bone_pairs else ""
         classification = (f"; multi-hot labels ({len(CLASSIFICATION_FINDINGS)} names) and lateral views in "
                           "laterals/" if self.classification else "")
+        pneumothorax = ("; a lesion mask for every image (blank when normal) and train-rle.csv"
+                        if self.pneumothorax else "")
         return (f"{self.num_images} phantoms of {self.size} px ({self.num_patients} patients) in {self.out_dir}: "
                 f"{self.num_abnormal} abnormal ({findings}); {self.num_dicom} DICOM "
-                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}{pairs}{classification}")
+                f"({self.num_monochrome1} MONOCHROME1); datalist: {splits}{pairs}{classification}{pneumothorax}")
 
 
 _OUTPUT_PATTERNS = ("images/phantom_*.png", "images/phantom_*.dcm", "masks/lungs/phantom_*.png",
                     "masks/lesions/phantom_*.png", "datalist.json", "Data_Entry_2017.csv", "BBox_List_2017.csv",
+                    "train-rle.csv",
                     "bone_suppressed/phantom_*.png", "bone_suppressed/phantom_*.dcm", "bones/phantom_*.png",
                     "bones/phantom_*.dcm", "rib_masks/phantom_*.png", "laterals/phantom_*.png",
                     "laterals/phantom_*.dcm")
@@ -1836,17 +1857,19 @@ def generate_phantoms(
     num_images: int = 20,
     size: int = 1024,
     seed: int = 0,
-    abnormal_fraction: float = 0.3,
+    abnormal_fraction: float | None = None,
     dicom_fraction: float = 0.25,
     monochrome1_fraction: float = 0.5,
     *,
     overwrite: bool = False,
     bone_pairs: bool = False,
     classification: bool = False,
+    pneumothorax: bool = False,
 ) -> PhantomSummary:
     """Write ``num_images`` phantoms with masks, NIH-style CSVs and a datalist under ``out_dir``.
 
-    - ``abnormal_fraction``: share of images with one to three lesions (rounded half up to whole images).
+    - ``abnormal_fraction``: share of images with one to three lesions (rounded half up to whole images); default
+      0.3, or 0.5 with ``pneumothorax``.
     - ``dicom_fraction``: share of images written as CR DICOM instead of 16-bit PNG;
       ``monochrome1_fraction``: share of those stored MONOCHROME1.
     - Synthetic patients have one to four follow-up images; the datalist splits healthy images by patient
@@ -1866,6 +1889,15 @@ def generate_phantoms(
       (15 % validation, 15 % test, the rest training); the abnormal test images are in ``test_unhealthy``, the
       healthy ones in ``test``. The CSVs list the frontal images only. Without it every file is the same as
       before, byte for byte.
+    - ``pneumothorax``: a pneumothorax set with masks (seed 004, SIIM-ACR). Each abnormal image (``abnormal_fraction``,
+      default 0.5: balanced) has exactly one ``Pneumothorax`` (redrawn up to 4 times), ``label`` 1, ``findings``
+      ``["Pneumothorax"]`` and its box; every entry has ``lesion_mask`` (``masks/lesions/<stem>.png``: exactly the
+      pneumothorax region, blank for a normal image, so every batch has masks). All images are split by patient
+      (15 % validation, 15 % test; the patients with a pneumothorax and the others apart, so that each split has
+      both classes), the abnormal test images in ``test_unhealthy``. ``train-rle.csv`` holds one
+      row per image in SIIM's layout (stem, ``rle_encode`` of the lesion mask or ``-1``), so that ``datalist siim``
+      reads a set written with ``dicom_fraction=1`` (``--rle-size`` the phantoms' size). Not with
+      ``classification``. Without it every file is the same as before, byte for byte.
 
     The same arguments give byte-identical files. See the module docstring for the layout.
 
@@ -1877,6 +1909,10 @@ def generate_phantoms(
         raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if pneumothorax and classification:
+        raise ValueError("pneumothorax and classification are two kinds of set: choose one")
+    if abnormal_fraction is None:
+        abnormal_fraction = _PNEUMOTHORAX_ABNORMAL_FRACTION if pneumothorax else _ABNORMAL_FRACTION
     for name, value in (("abnormal_fraction", abnormal_fraction), ("dicom_fraction", dicom_fraction),
                         ("monochrome1_fraction", monochrome1_fraction)):
         _check_fraction(name, value)
@@ -1884,8 +1920,9 @@ def generate_phantoms(
     out_dir.mkdir(parents=True, exist_ok=True)
     _prepare_out_dir(out_dir, overwrite, bone_pairs, classification)
 
-    plans = _plan_images(num_images, seed, abnormal_fraction, dicom_fraction, monochrome1_fraction, classification)
-    data_entry, bbox_list = [NIH_DATA_ENTRY_HEADER], [NIH_BBOX_HEADER]
+    plans = _plan_images(num_images, seed, abnormal_fraction, dicom_fraction, monochrome1_fraction, classification,
+                         pneumothorax)
+    data_entry, bbox_list, rle_rows = [NIH_DATA_ENTRY_HEADER], [NIH_BBOX_HEADER], [SIIM_RLE_HEADER]
     entries: dict[int, dict] = {}
     finding_counts: Counter[str] = Counter()
     for plan in plans:
@@ -1895,21 +1932,29 @@ def generate_phantoms(
         lateral_stream = (seed, 3, plan.index) if classification else None  # the lateral view's own generator
         radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, plan.findings, bone_pairs,
                              lateral_stream and _rng(*lateral_stream))
-        if plan.findings and not radiograph.lesions:  # nothing fitted: try once more with a small nodule
-            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, ("Nodule",), bone_pairs,
+        # nothing fitted: try once more with a small nodule (pneumothorax sets: a few more pneumothoraces)
+        retry_findings, retries = ((PNEUMOTHORAX,), 4) if pneumothorax else (("Nodule",), 1)
+        for _ in range(retries):
+            if not plan.findings or radiograph.lesions:
+                break
+            radiograph = _render(anatomy, _sample_acquisition(image_rng, size), image_rng, retry_findings, bone_pairs,
                                  lateral_stream and _rng(*lateral_stream))
         entries[plan.index], entry_row, box_rows = _write_phantom(out_dir, plan, radiograph, anatomy, seed,
-                                                                  classification)
+                                                                  classification, pneumothorax)
+        if pneumothorax:
+            rle_rows.append(f"{plan.stem},{rle_encode(radiograph.lesion_mask)}")
         data_entry.append(entry_row)
         bbox_list.extend(box_rows)
         finding_counts.update(radiograph.findings)
 
-    document = _datalist_document(plans, entries, size, seed, bone_pairs, classification)
+    document = _datalist_document(plans, entries, size, seed, bone_pairs, classification, pneumothorax)
     datalist, data_entry_csv, bbox_csv = (out_dir / "datalist.json", out_dir / "Data_Entry_2017.csv",
                                           out_dir / "BBox_List_2017.csv")
     datalist.write_text(_datalist_json(document), encoding="utf-8", newline="\n")
     data_entry_csv.write_text("\n".join(data_entry) + "\n", encoding="utf-8", newline="\n")
     bbox_csv.write_text("\n".join(bbox_list) + "\n", encoding="utf-8", newline="\n")
+    if pneumothorax:
+        (out_dir / "train-rle.csv").write_text("\n".join(rle_rows) + "\n", encoding="utf-8", newline="\n")
     dicoms = [plan for plan in plans if plan.dicom]
     return PhantomSummary(
         out_dir=out_dir, size=size, num_patients=plans[-1].patient,
@@ -1919,12 +1964,15 @@ def generate_phantoms(
         finding_counts={name: finding_counts[name] for name in CLASSIFICATION_FINDINGS if finding_counts[name]},
         splits={key: len(document[key]) for key in _SPLIT_KEYS},
         datalist=datalist, data_entry_csv=data_entry_csv, bbox_csv=bbox_csv, bone_pairs=bone_pairs,
-        classification=classification)
+        classification=classification, pneumothorax=pneumothorax)
 
 
 def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograph, anatomy: _PatientAnatomy,
-                   seed: int, classification: bool = False) -> tuple[dict, str, list[str]]:
-    """Write one image and its masks; returns its datalist entry, Data_Entry row and BBox_List rows."""
+                   seed: int, classification: bool = False,
+                   pneumothorax: bool = False) -> tuple[dict, str, list[str]]:
+    """Write one image and its masks; returns its datalist entry, Data_Entry row and BBox_List rows.
+
+    ``pneumothorax``: a normal image gets a blank lesion mask too."""
     image_path, lung_mask_path = f"images/{plan.image_name}", f"masks/lungs/{plan.stem}.png"
     if plan.dicom:
         _write_dicom(out_dir / image_path, radiograph.image, plan, anatomy, seed)
@@ -1949,6 +1997,9 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
         for lesion in radiograph.lesions:
             x0, y0, x1, y1 = (float(v) for v in lesion.box)
             box_rows.append(f"{plan.image_name},{lesion.finding},{x0!r},{y0!r},{x1 - x0!r},{y1 - y0!r}")
+    elif pneumothorax:
+        entry["lesion_mask"] = f"masks/lesions/{plan.stem}.png"
+        _write_mask_png(out_dir / entry["lesion_mask"], radiograph.lesion_mask)  # blank
     entry["view"] = "PA"
     if radiograph.rib_mask is not None:  # the bone pair, when rendered
         for key, picture in (("bone_suppressed", radiograph.soft_tissue), ("bone", radiograph.bone)):
@@ -1970,25 +2021,37 @@ def _write_phantom(out_dir: Path, plan: _ImagePlan, radiograph: PhantomRadiograp
 
 
 def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], size: int, seed: int,
-                       bone_pairs: bool = False, classification: bool = False) -> dict:
+                       bone_pairs: bool = False, classification: bool = False, pneumothorax: bool = False) -> dict:
     abnormal_patients = {plan.patient for plan in plans if entries[plan.index]["label"]}
-    if classification:  # every image, split by patient
+    split_all = classification or pneumothorax
+    if split_all:  # every image, split by patient
         split_by_patient = Counter(plan.patient for plan in plans)
     else:  # the healthy images; patients with an abnormal image are in test
         split_by_patient = Counter(plan.patient for plan in plans if not entries[plan.index]["label"])
-    by_name = split_groups(
-        {str(patient): count for patient, count in split_by_patient.items()},
-        val_fraction=_SPLIT_FRACTIONS["validation"],
-        test_fraction=_SPLIT_FRACTIONS["test"],
-        seed=seed,
-        test_groups=() if classification else [str(patient) for patient in abnormal_patients],
-    )
+    # pneumothorax sets split the patients with an abnormal image and the others apart: both classes in each split
+    strata = ([abnormal_patients, set(split_by_patient) - abnormal_patients] if pneumothorax else
+              [set(split_by_patient)])
+    by_name: dict[str, str] = {}
+    for stratum in strata:
+        by_name.update(split_groups(
+            {str(patient): count for patient, count in split_by_patient.items() if patient in stratum},
+            val_fraction=_SPLIT_FRACTIONS["validation"],
+            test_fraction=_SPLIT_FRACTIONS["test"],
+            seed=seed,
+            test_groups=() if split_all else [str(patient) for patient in abnormal_patients],
+        ))
     split_of = {int(patient): key for patient, key in by_name.items()}
     if classification:
         splits = ("training/validation/test: all images split by synthetic patient, the abnormal test images in "
                   "test_unhealthy; labels: multi-hot, one value per name of label_names (1 drawn, 0 not); "
                   "lateral: the lateral view of the same study; study: pairs the two views; boxes "
                   "[x_min, y_min, x_max, y_max] in pixels.")
+    elif pneumothorax:
+        splits = ("training/validation/test: all images split by synthetic patient (those with a pneumothorax and "
+                  "the others apart), the abnormal test images in test_unhealthy; label 1: one pneumothorax "
+                  "(findings Pneumothorax, its box [x_min, y_min, x_max, y_max] in pixels); lesion_mask: exactly the "
+                  "pneumothorax region, blank for label 0; train-rle.csv: the same masks in SIIM-ACR's run-length "
+                  "layout.")
     else:
         splits = ("training/validation/test: healthy images split by synthetic patient (patients with an abnormal "
                   "image are all in test); test_unhealthy: images with lesions, boxes [x_min, y_min, x_max, y_max] "
@@ -2005,7 +2068,7 @@ def _datalist_document(plans: Sequence[_ImagePlan], entries: dict[int, dict], si
         **{key: [] for key in _SPLIT_KEYS}}
     for plan in plans:
         entry = entries[plan.index]
-        split = split_of.get(plan.patient, "test")  # without classification, abnormal-only patients are not split
+        split = split_of.get(plan.patient, "test")  # in the default set, abnormal-only patients are not split
         document["test_unhealthy" if entry["label"] and split == "test" else split].append(entry)
     return document
 
@@ -2042,8 +2105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=_positive_int(1), default=20, help="number of images (default 20)")
     parser.add_argument("--size", type=_positive_int(MIN_SIZE), default=1024, help="image side in px (default 1024)")
     parser.add_argument("--seed", type=_positive_int(0), default=0, help="random seed (default 0)")
-    parser.add_argument("--abnormal-fraction", type=_fraction, default=0.3,
-                        help="share of images with lesions (default 0.3)")
+    parser.add_argument("--abnormal-fraction", type=_fraction, default=None,
+                        help="share of images with lesions (default 0.3; 0.5 with --pneumothorax)")
     parser.add_argument("--dicom-fraction", type=_fraction, default=0.25,
                         help="share of images written as DICOM instead of 16-bit PNG (default 0.25)")
     parser.add_argument("--monochrome1-fraction", type=_fraction, default=0.5,
@@ -2056,6 +2119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a multi-label set for classification: findings drawn independently, Cardiomegaly and "
                              "Fracture included; multi-hot labels with label_names in the datalist, a lateral view "
                              "of each image (laterals/) with a shared study id; all images split by patient")
+    parser.add_argument("--pneumothorax", action="store_true",
+                        help="a pneumothorax set (seed 004): abnormal images (half by default) have one pneumothorax "
+                             "only, every image a lesion mask (blank when normal), train-rle.csv in SIIM's layout; "
+                             "all images split by patient")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -2065,7 +2132,8 @@ def run(args: argparse.Namespace) -> int:
         summary = generate_phantoms(args.out, args.num_images, args.size, args.seed, args.abnormal_fraction,
                                     args.dicom_fraction, args.monochrome1_fraction, overwrite=args.overwrite,
                                     bone_pairs=getattr(args, "bone_pairs", False),
-                                    classification=getattr(args, "classification", False))
+                                    classification=getattr(args, "classification", False),
+                                    pneumothorax=getattr(args, "pneumothorax", False))
     except (FileExistsError, ValueError) as error:
         print(f"phantom: error: {error}", file=sys.stderr)
         return 2

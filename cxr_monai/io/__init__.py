@@ -1,4 +1,5 @@
-"""Image input: the chest X-ray reader for MONAI ``LoadImage`` and the ``preview`` command.
+"""Image input: the chest X-ray reader for MONAI ``LoadImage``, the ``preview`` command and SIIM's run-length
+masks.
 
 The names below are imported on first use (module ``__getattr__``), so ``import cxr_monai.io`` and the
 ``preview`` command's ``--help`` do not import MONAI and torch; ``from cxr_monai.io import CXRReader`` works
@@ -9,6 +10,10 @@ Example::
     from cxr_monai.io import read_cxr
 
     image, meta = read_cxr("chest.dcm")  # (H, W) float32 in [0, 1], lungs dark
+
+    from cxr_monai.io import rle_decode, rle_encode
+
+    mask = rle_decode("557374 2 1015 8")  # SIIM-ACR EncodedPixels -> bool (1024, 1024)
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ if TYPE_CHECKING:  # static tools see the eager imports
         stored_size,
     )
     from cxr_monai.io.headers import stored_spacing
+    from cxr_monai.io.rle import (
+        NO_PNEUMOTHORAX,
+        SIIM_IMAGE_SIZE,
+        RLEError,
+        merge_rle,
+        read_rle_csv,
+        rle_decode,
+        rle_encode,
+    )
 
 __all__ = [
     "CXRReader",
@@ -43,11 +57,20 @@ __all__ = [
     "stored_spacing",
     "SUFFIXES",
     "META_KEYS",
+    "RLEError",
+    "rle_decode",
+    "rle_encode",
+    "merge_rle",
+    "read_rle_csv",
+    "NO_PNEUMOTHORAX",
+    "SIIM_IMAGE_SIZE",
 ]
 
 # public name -> the submodule that defines it
 _LAZY = dict.fromkeys(__all__, "cxr_monai.io.reader")
 _LAZY.update(dict.fromkeys(("CXRReadError", "is_cxr_file", "stored_size", "stored_spacing", "SUFFIXES"), "cxr_monai.io.headers"))
+_LAZY.update(dict.fromkeys(("RLEError", "rle_decode", "rle_encode", "merge_rle", "read_rle_csv", "NO_PNEUMOTHORAX",
+                            "SIIM_IMAGE_SIZE"), "cxr_monai.io.rle"))
 
 
 def __getattr__(name: str) -> Any:
