@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cxr_monai.networks.clasegnet import ClaSegNet, load_resnet50_pretrained
 from cxr_monai.networks.context_discriminator import ContextDiscriminator
 from cxr_monai.networks.context_encoder import ContextEncoder
 from cxr_monai.networks.cxr_densenet import CXRDenseNet121
@@ -18,6 +19,7 @@ from cxr_monai.networks.vgg16_unet import VGG16UNet, load_vgg16_pretrained
 __all__ = [
     "LEAKY_RELU",
     "CXRDenseNet121",
+    "ClaSegNet",
     "ContextDiscriminator",
     "ContextEncoder",
     "DualBranchDenseNet121",
@@ -28,5 +30,6 @@ __all__ = [
     "apply_spectral_norm",
     "dcgan_init",
     "halvings_to_4px",
+    "load_resnet50_pretrained",
     "load_vgg16_pretrained",
 ]
