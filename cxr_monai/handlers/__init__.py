@@ -18,6 +18,7 @@ from cxr_monai.handlers.checkpoint import (
     latest_checkpoint,
     load_network_weights,
 )
+from cxr_monai.handlers.early_stopping import EarlyStopOnValidation
 from cxr_monai.handlers.failures import (
     FailureHandler,
     RunEvents,
@@ -38,6 +39,7 @@ from cxr_monai.handlers.scalars import finite_scalars
 __all__ = [
     "KIND_TAG",
     "DatalistWriter",
+    "EarlyStopOnValidation",
     "FailureHandler",
     "ImageGridSaver",
     "MLFlowTracker",
