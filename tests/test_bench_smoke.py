@@ -37,6 +37,7 @@ def load_benchmark(name: str) -> ModuleType:
         ("bench_lung_segmentation", []),  # issue #10 sets no ratio goal: its ratio lines are informational
         ("bench_bone_suppression", []),  # issue #11 sets no ratio goal either
         ("bench_classifier", []),  # issue #12 sets no ratio goal either
+        ("bench_clasegnet", []),  # issue #13 sets no ratio goal either
     ],
 )
 def test_quick_run_prints_machine_and_ratios(bench_path, capsys, name, goal_lines):
@@ -53,7 +54,7 @@ def test_quick_run_prints_machine_and_ratios(bench_path, capsys, name, goal_line
 def test_every_benchmark_is_covered():
     """`make bench` runs bench/bench_*.py; each must be in the smoke test above."""
     covered = {"bench_train_step", "bench_patch_loader", "bench_heatmap", "bench_lung_segmentation",
-               "bench_bone_suppression", "bench_classifier"}
+               "bench_bone_suppression", "bench_classifier", "bench_clasegnet"}
     assert {path.stem for path in BENCH.glob("bench_*.py")} == covered
 
 
