@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "one Table 1 (per-class AUROC rows) from several classifier evaluations' report.json"),
     "classifier-table": ("cxr_monai.apps.classification.variants",
                          "train and evaluate the classifier per input variant and merge them into one Table 1"),
+    "clasegnet-table": ("cxr_monai.apps.pneumothorax.compare", "train and evaluate ResNet-50 and ClaSegNet and merge them into seed 004's comparison table"),
     "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 

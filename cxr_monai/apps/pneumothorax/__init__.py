@@ -16,6 +16,11 @@ Example::
 
 from __future__ import annotations
 
+from cxr_monai.apps.pneumothorax.compare import (
+    CLASEGNET_ROWS,
+    ClaSegNetTable,
+    parse_row,
+)
 from cxr_monai.apps.pneumothorax.evaluation import (
     OUTCOMES,
     PneumothoraxEvaluation,
@@ -28,7 +33,9 @@ from cxr_monai.apps.pneumothorax.evaluation import (
 from cxr_monai.apps.pneumothorax.outputs import PneumothoraxWriter
 
 __all__ = [
+    "CLASEGNET_ROWS",
     "OUTCOMES",
+    "ClaSegNetTable",
     "PneumothoraxEvaluation",
     "PneumothoraxReport",
     "PneumothoraxWriter",
@@ -36,4 +43,5 @@ __all__ = [
     "image_scores",
     "merge_detection_tables",
     "outputs_of",
+    "parse_row",
 ]
