@@ -214,12 +214,12 @@ BUNDLES: list[BundleSpec] = [
         net_id="network_def",
         input_shape=(2, 1, 128, 128),
         # 128 px, one bottleneck a stage at small.json's quarter width; 9 training phantoms in batches of 4
-        tiny={"image_size": 128, "layers": [1, 1, 1, 1], "batch_size": 4, "max_epochs": 3},
+        tiny={"image_size": 128, "layers": [1, 1, 1, 1], "batch_size": 4, "max_epochs": 2},
         output_key="image",  # a dict: image logit, region logits, segmentation logits
         phantoms="pneumothorax_phantoms",
         resume={"checkpoint_every": 2},
-        resume_iterations=9,
-        ddp_iterations=6,  # 2 per epoch under torchrun (5 images a rank)
+        resume_iterations=6,
+        ddp_iterations=4,  # 2 per epoch under torchrun (5 images a rank)
         tracking="mlflow.json",
         mlflow_experiment="clasegnet",
         mlflow_metric="loss",

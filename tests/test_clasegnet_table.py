@@ -261,3 +261,7 @@ def test_resnet50_and_clasegnet_rows_train_evaluate_and_merge(pneumothorax_phant
     assert runs == [("ResNet-50", "FINISHED"), ("evaluate", "FINISHED"), ("ClaSegNet", "FINISHED"),
                     ("evaluate", "FINISHED")]
     assert parents == ["ResNet-50", "ClaSegNet"]  # each evaluation belongs to its row's training
+    import torch  # the baseline is the same bundle with one flag: no region head, no decoder in its weights
+
+    baseline = torch.load(tmp_path / "resnet-50" / "models" / "model.pt", weights_only=True)
+    assert "head.fc.weight" in baseline and not any(key.startswith(("head.regions", "head.decoder")) for key in baseline)
