@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from cxr_monai.losses.mil import noisy_or_logit
 from cxr_monai.networks.cxr_densenet import adapt_input_kernel
-from cxr_monai.networks.pretrained import log_pretrained_summary
+from cxr_monai.networks.pretrained import log_pretrained_summary, read_state_dict, shape_text
 
 __all__ = ["CLASEGNET_MODES", "RESNET50_LAYERS", "ClaSegNet", "load_resnet50_pretrained", "to_clasegnet_key"]
 
@@ -38,7 +37,6 @@ RESNET50_LAYERS: tuple[int, int, int, int] = (3, 4, 6, 3)
 
 _RELU = ("relu", {"inplace": True})
 _BACKBONE_KEY = re.compile(r"^(conv1|bn1|layer[1-4])\.")
-_WRAPPERS = ("state_dict", "model", "network")
 
 
 class ResNetBackbone(nn.Module):
@@ -276,30 +274,6 @@ def to_clasegnet_key(key: str) -> str:
     return key
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"ResNet-50 weights file {str(path)!r} does not exist.")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError(
-            f"ResNet-50 weights file {str(path)!r} could not be read as a state dict with "
-            f"torch.load(weights_only=True) (save the model's state_dict(), not the model object): {err}"
-        ) from err
-    for wrapper in _WRAPPERS:  # {"state_dict": ...}, {"model": ...}, a CheckpointSaver file {"network": ...}
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-            break
-    if not isinstance(state, Mapping):
-        message = f"ResNet-50 weights file {str(path)!r} holds a {type(state).__name__}, not a state dict."
-        raise ValueError(message)  # noqa: TRY004 - a ValueError like every other bad-content case
-    return {key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
-
-
-def _shape(tensor: torch.Tensor) -> str:
-    return "x".join(str(size) for size in tensor.shape) or "scalar"
-
-
 def load_resnet50_pretrained(network: ClaSegNet, path: str | os.PathLike, *, strict_shapes: bool = False) -> dict[str, Any]:
     """Copy ResNet-50 weights from a local file into a :class:`ClaSegNet` (either mode); never downloads.
 
@@ -339,7 +313,7 @@ def load_resnet50_pretrained(network: ClaSegNet, path: str | os.PathLike, *, str
         (['backbone.conv1.weight'], ['fc.weight', 'fc.bias'])
     """
     path = Path(path)
-    source = {to_clasegnet_key(key): (key, value) for key, value in _read_state_dict(path).items()}
+    source = {to_clasegnet_key(key): (key, value) for key, value in read_state_dict(path, "ResNet-50 weights").items()}
     target = network.state_dict()
     input_conv = "backbone.conv1.weight"
 
@@ -359,7 +333,7 @@ def load_resnet50_pretrained(network: ClaSegNet, path: str | os.PathLike, *, str
             value = adapt_input_kernel(value, want.shape[1])
             adapted.append(key)
         if value.shape != want.shape:
-            mismatched.append(f"{key} {_shape(want)} <- {file_key} {_shape(value)}")
+            mismatched.append(f"{key} {shape_text(want)} <- {file_key} {shape_text(value)}")
             continue
         accepted[key] = value
         used.add(file_key)

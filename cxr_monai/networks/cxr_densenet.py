@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets import DenseNet121
 from torch import nn
 
-from cxr_monai.networks.pretrained import log_pretrained_summary
+from cxr_monai.networks.pretrained import log_pretrained_summary, read_state_dict, shape_text
 
 __all__ = [
     "CXRDenseNet121",
@@ -43,7 +42,6 @@ _TORCHVISION_DENSELAYER = re.compile(
     r"^(.*\.denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
 )
 _TORCHVISION_CLASSIFIER = re.compile(r"^classifier\.(weight|bias)$")
-_WRAPPERS = ("state_dict", "model", "network")
 
 
 def to_monai_densenet_key(key: str) -> str:
@@ -315,30 +313,6 @@ def adapt_input_kernel(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return (weight.sum(dim=1, keepdim=True) / in_channels).repeat(1, in_channels, *([1] * (weight.dim() - 2)))
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"DenseNet weights file {str(path)!r} does not exist.")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError(
-            f"DenseNet weights file {str(path)!r} could not be read as a state dict with "
-            f"torch.load(weights_only=True) (save the model's state_dict(), not the model object): {err}"
-        ) from err
-    for wrapper in _WRAPPERS:  # {"state_dict": ...}, {"model": ...}, a CheckpointSaver file {"network": ...}
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-            break
-    if not isinstance(state, Mapping):
-        message = f"DenseNet weights file {str(path)!r} holds a {type(state).__name__}, not a state dict."
-        raise ValueError(message)  # noqa: TRY004 - a ValueError like every other bad-content case
-    return {key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
-
-
-def _shape(tensor: torch.Tensor) -> str:
-    return "x".join(str(size) for size in tensor.shape) or "scalar"
-
-
 def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, strict_shapes: bool = False) -> dict[str, Any]:
     """Copy a DenseNet state dict from a local file into a :class:`CXRDenseNet121` or ``DualBranchDenseNet121``.
 
@@ -384,7 +358,7 @@ def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, str
         ['class_layers.out.weight 13x1024 <- class_layers.out.weight 1x1024', 'class_layers.out.bias 13 <- ...']
     """
     path = Path(path)
-    source = {to_monai_densenet_key(key): (key, value) for key, value in _read_state_dict(path).items()}
+    source = {to_monai_densenet_key(key): (key, value) for key, value in read_state_dict(path, "DenseNet weights").items()}
     mapper = getattr(network, "map_pretrained", None)
     candidates: dict[str, tuple[str, torch.Tensor]] = mapper(source) if callable(mapper) else dict(source)
     target = network.state_dict()
@@ -407,7 +381,7 @@ def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, str
             value = adapt_input_kernel(value, want.shape[1])
             adapted.append(key)
         if value.shape != want.shape:
-            mismatched.append(f"{key} {_shape(want)} <- {file_key} {_shape(value)}")
+            mismatched.append(f"{key} {shape_text(want)} <- {file_key} {shape_text(value)}")
             continue
         accepted[key] = value
         used.add(file_key)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
-from cxr_monai.networks.pretrained import log_pretrained_summary
+from cxr_monai.networks.pretrained import log_pretrained_summary, read_state_dict, shape_text
 
 __all__ = ["VGG16_BLOCKS", "VGG16UNet", "load_vgg16_pretrained"]
 
@@ -215,39 +214,11 @@ class VGG16UNet(nn.Module):
         return self.head(x)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"VGG16 weights file {str(path)!r} does not exist.")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError(
-            f"VGG16 weights file {str(path)!r} could not be read as a state dict with torch.load(weights_only=True) "
-            f"(save the model's state_dict(), not the model object): {err}"
-        ) from err
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-            break
-    if not isinstance(state, Mapping):
-        message = f"VGG16 weights file {str(path)!r} holds a {type(state).__name__}, not a state dict."
-        raise ValueError(message)  # noqa: TRY004 - a ValueError like every other bad-content case
-    tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if isinstance(key, str) and isinstance(value, torch.Tensor):
-            tensors[key.removeprefix("module.")] = value
-    return tensors
-
-
 def _adapt_first_kernel(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     # RGB kernel -> in_channels: sum over colour, divided by k and repeated k times (k=1: the sum)
     if weight.shape[1] == in_channels or weight.shape[1] != 3:
         return weight
     return (weight.sum(dim=1, keepdim=True) / in_channels).repeat(1, in_channels, 1, 1)
-
-
-def _shape(tensor: torch.Tensor) -> str:
-    return "x".join(str(size) for size in tensor.shape) or "scalar"
 
 
 def load_vgg16_pretrained(
@@ -293,7 +264,7 @@ def load_vgg16_pretrained(
         ['classifier.0.weight', 'classifier.0.bias']
     """
     path = Path(path)
-    source = _read_state_dict(path)
+    source = read_state_dict(path, "VGG16 weights")
     features: dict[int, dict[str, str]] = {}
     for key in source:
         match = _FEATURES_KEY.match(key)
@@ -335,7 +306,7 @@ def load_vgg16_pretrained(
                     pairs.append((f"{names[norm]}.{field}", target, bn_fields[field], source[bn_fields[field]]))
 
     mismatched = [
-        f"{net_key} {_shape(target)} <- {file_key} {_shape(value)}"
+        f"{net_key} {shape_text(target)} <- {file_key} {shape_text(value)}"
         for net_key, target, file_key, value in pairs
         if target.shape != value.shape
     ]
