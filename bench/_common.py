@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import datetime
 import gc
+import math
 import os
 import platform
 import shlex
@@ -332,3 +333,50 @@ def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {name}: torch sees no CUDA device (torch {torch.__version__})")
     return device
+
+
+#: At most this many calls in one timed block (a block otherwise fills ``--block-seconds``).
+MAX_CALLS_PER_BLOCK = 64
+MIB = 2**20
+
+
+def relative_difference(values: torch.Tensor, reference: torch.Tensor) -> float:
+    """``max |values - reference| / max |reference|`` (on the host, float64)."""
+    a, b = values.double().cpu(), reference.double().cpu()
+    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
+
+
+def throughput(timing: Timing, items: int) -> tuple[float, ...]:
+    """Items per second in each round."""
+    return tuple(items / seconds for seconds in timing.wall)
+
+
+def mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / MIB:.0f}"
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}" if seconds < 0.1 else f"{seconds * 1e3:.0f}"
+
+
+def calls_per_block(first_call_seconds: float, block_seconds: float) -> int:
+    """Calls that fill ``block_seconds``, from one untimed call's seconds: at least 1, at most 64."""
+    if block_seconds <= 0:
+        return 1
+    return max(1, min(MAX_CALLS_PER_BLOCK, math.floor(block_seconds / max(first_call_seconds, 1e-6))))
+
+
+def measure_first(memory: PeakMemory, fn: Callable[[], Any], device: torch.device) -> tuple[Any, int | None, float]:
+    """``fn()``'s result, its peak memory (``PeakMemory``) and the wall seconds of this call."""
+    seconds: list[float] = []
+
+    def timed() -> Any:
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+        return result
+
+    result, peak = memory.measure(timed)
+    return result, peak, seconds[0]

@@ -61,16 +61,21 @@ import copy
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from _common import (
+    MAX_CALLS_PER_BLOCK,
+    calls_per_block,
+    measure_first,
+    mib,
+    milliseconds,
+    relative_difference,
+    throughput,
     REPO_ROOT,
     PeakMemory,
-    Timing,
     add_common_arguments,
     measure_interleaved,
     paired_ratio,
@@ -96,10 +101,8 @@ MODES = ("clasegnet", "baseline")
 LABELS = {"clasegnet": "ClaSegNet", "baseline": "baseline"}
 TERMS = {"clasegnet": ("mil", "dice", "segmentation_bce", "segmentation"), "baseline": ("image_bce",)}
 QUICK_LAYERS = (1, 1, 1, 1)  # --quick: one bottleneck per stage (ClaSegNet's "small CPU setting")
-MAX_CALLS_PER_BLOCK = 64
 MIN_SIZE = 64  # make_phantom's smallest image: a 2x2 region grid
 PHANTOM_TRIES = 8  # seeds tried for an image whose pneumothorax did not fit
-MIB = 2**20
 
 
 def make_inputs(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,52 +189,10 @@ class TrainStep:
         return loss.detach()
 
 
-def relative_difference(values: torch.Tensor, reference: torch.Tensor) -> float:
-    """``max |values - reference| / max |reference|`` (on the host, float64)."""
-    a, b = values.double().cpu(), reference.double().cpu()
-    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
-
-
 def same_backbone(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     """Whether two ``ClaSegNet`` hold the same ``backbone.*`` tensors (weights and batch-norm buffers)."""
     state_a, state_b = a.backbone.state_dict(), b.backbone.state_dict()
     return state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-
-
-def throughput(timing: Timing, items: int) -> tuple[float, ...]:
-    """Items per second in each round."""
-    return tuple(items / seconds for seconds in timing.wall)
-
-
-def mib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / MIB:.0f}"
-
-
-def milliseconds(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f}" if seconds < 0.1 else f"{seconds * 1e3:.0f}"
-
-
-def calls_per_block(first_call_seconds: float, block_seconds: float) -> int:
-    """Calls that fill ``block_seconds``, from one untimed call's seconds: at least 1, at most 64."""
-    if block_seconds <= 0:
-        return 1
-    return max(1, min(MAX_CALLS_PER_BLOCK, math.floor(block_seconds / max(first_call_seconds, 1e-6))))
-
-
-def measure_first(memory: PeakMemory, fn: Callable[[], Any], device: torch.device) -> tuple[Any, int | None, float]:
-    """``fn()``'s result, its peak memory (``PeakMemory``) and the wall seconds of this call."""
-    seconds: list[float] = []
-
-    def timed() -> Any:
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-        return result
-
-    result, peak = memory.measure(timed)
-    return result, peak, seconds[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,16 +60,21 @@ import copy
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from _common import (
+    MAX_CALLS_PER_BLOCK,
+    calls_per_block,
+    measure_first,
+    mib,
+    milliseconds,
+    relative_difference,
+    throughput,
     REPO_ROOT,
     PeakMemory,
-    Timing,
     add_common_arguments,
     measure_interleaved,
     paired_ratio,
@@ -93,10 +98,8 @@ NUM_CLASSES = 13  # the CheXpert findings of the seed's Table 1 (train.json: len
 # random labels as a CheXpert datalist holds them: 1 present, 0 absent, -1 uncertain, NaN (null) not mentioned
 LABEL_VALUES, LABEL_PROBABILITIES = (1.0, 0.0, -1.0, math.nan), (0.15, 0.55, 0.10, 0.20)
 LABEL_ROWS = 1000  # rows behind pos_weight (the bundle's class_weighting counts the training split)
-MAX_CALLS_PER_BLOCK = 64
 # a 2x2 last dense-block map with the extra stem (densenet_input_size_limit gives 113 px for 1x1)
 MIN_SIZE = 2 * 128
-MIB = 2**20
 
 
 def make_inputs(count: int, size: int) -> dict[str, torch.Tensor]:
@@ -191,48 +194,6 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
-
-
-def relative_difference(values: torch.Tensor, reference: torch.Tensor) -> float:
-    """``max |values - reference| / max |reference|`` (on the host, float64)."""
-    a, b = values.double().cpu(), reference.double().cpu()
-    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
-
-
-def throughput(timing: Timing, items: int) -> tuple[float, ...]:
-    """Items per second in each round."""
-    return tuple(items / seconds for seconds in timing.wall)
-
-
-def mib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / MIB:.0f}"
-
-
-def milliseconds(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f}" if seconds < 0.1 else f"{seconds * 1e3:.0f}"
-
-
-def calls_per_block(first_call_seconds: float, block_seconds: float) -> int:
-    """Calls that fill ``block_seconds``, from one untimed call's seconds: at least 1, at most 64."""
-    if block_seconds <= 0:
-        return 1
-    return max(1, min(MAX_CALLS_PER_BLOCK, math.floor(block_seconds / max(first_call_seconds, 1e-6))))
-
-
-def measure_first(memory: PeakMemory, fn: Callable[[], Any], device: torch.device) -> tuple[Any, int | None, float]:
-    """``fn()``'s result, its peak memory (``PeakMemory``) and the wall seconds of this call."""
-    seconds: list[float] = []
-
-    def timed() -> Any:
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-        return result
-
-    result, peak = memory.measure(timed)
-    return result, peak, seconds[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
