@@ -23,8 +23,7 @@ from monai.networks.nets.resnet import ResNet, ResNetBottleneck
 from torch import nn
 
 from cxr_monai.losses.mil import noisy_or_logit
-from cxr_monai.networks.cxr_densenet import adapt_input_kernel
-from cxr_monai.networks.pretrained import log_pretrained_summary, read_state_dict, shape_text
+from cxr_monai.networks.pretrained import load_matching_tensors, read_state_dict
 
 __all__ = ["CLASEGNET_MODES", "RESNET50_LAYERS", "ClaSegNet", "load_resnet50_pretrained", "to_clasegnet_key"]
 
@@ -286,7 +285,7 @@ def load_resnet50_pretrained(network: ClaSegNet, path: str | os.PathLike, *, str
 
     **Input convolution.** ``backbone.conv1.weight`` whose kernel differs only in its input channels (the RGB
     ImageNet ``conv1``, ``64x3x7x7``, for a grey radiograph) is adapted by
-    :func:`~cxr_monai.networks.cxr_densenet.adapt_input_kernel` (for one channel: summed over R, G, B). Any other
+    :func:`~cxr_monai.networks.pretrained.adapt_input_kernel` (for one channel: summed over R, G, B). Any other
     tensor whose shape differs (``width != 1``) is skipped and logged at WARNING, or raises a ``ValueError``
     before anything is copied with ``strict_shapes``. Network tensors the file lacks (the heads, for ImageNet
     weights) are logged at WARNING as left at their initialisation, unused file keys at INFO
@@ -314,44 +313,5 @@ def load_resnet50_pretrained(network: ClaSegNet, path: str | os.PathLike, *, str
     """
     path = Path(path)
     source = {to_clasegnet_key(key): (key, value) for key, value in read_state_dict(path, "ResNet-50 weights").items()}
-    target = network.state_dict()
-    input_conv = "backbone.conv1.weight"
-
-    accepted: dict[str, torch.Tensor] = {}
-    adapted, mismatched, used = [], [], set()
-    for key, (file_key, value) in source.items():
-        if key not in target:
-            continue
-        want = target[key]
-        if (
-            key == input_conv
-            and value.dim() == want.dim() == 4
-            and value.shape[0] == want.shape[0]
-            and value.shape[1] != want.shape[1]
-            and value.shape[2:] == want.shape[2:]
-        ):
-            value = adapt_input_kernel(value, want.shape[1])
-            adapted.append(key)
-        if value.shape != want.shape:
-            mismatched.append(f"{key} {shape_text(want)} <- {file_key} {shape_text(value)}")
-            continue
-        accepted[key] = value
-        used.add(file_key)
-    if mismatched and strict_shapes:
-        raise ValueError(
-            f"ResNet-50 weights file {str(path)!r}: {len(mismatched)} shapes differ from the network: {mismatched[:3]}"
-        )
-    with torch.no_grad():
-        for key, value in accepted.items():
-            target[key].copy_(value.to(dtype=target[key].dtype, device=target[key].device))
-    summary: dict[str, Any] = {
-        "path": str(path),
-        "loaded": list(accepted),
-        "adapted": [key for key in adapted if key in accepted],
-        "unmatched_source": [file_key for file_key, _ in source.values() if file_key not in used],
-        "unmatched_target": [key for key in target if key not in source and not key.endswith("num_batches_tracked")],
-        "shape_mismatched": mismatched,
-    }
-    logger.info("Loaded %d ResNet-50 tensors from %s (%d input kernels adapted).", len(accepted), path, len(adapted))
-    log_pretrained_summary(logger, summary)
-    return summary
+    return load_matching_tensors(network, path, source, source, ("backbone.conv1.weight",), "ResNet-50",
+                                 strict_shapes, logger)

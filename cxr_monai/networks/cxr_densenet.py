@@ -22,7 +22,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets import DenseNet121
 from torch import nn
 
-from cxr_monai.networks.pretrained import log_pretrained_summary, read_state_dict, shape_text
+from cxr_monai.networks.pretrained import adapt_input_kernel, load_matching_tensors, read_state_dict
 
 __all__ = [
     "CXRDenseNet121",
@@ -293,26 +293,6 @@ def make_input_downsample(in_channels: int, out_channels: int, act: str | tuple,
     return layers
 
 
-def adapt_input_kernel(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """A convolution kernel ``(out, c, k, k)`` for ``in_channels`` inputs: summed over its c, divided, repeated.
-
-    ``weight.sum(1) / in_channels`` in each of the ``in_channels`` input slots: the response to ``in_channels``
-    copies of an image equals the original kernel's response to ``c`` copies of it. For ImageNet RGB kernels
-    and a grey radiograph (``in_channels=1``) this is the sum over R, G, B (the kernel seen on a grey RGB image);
-    for the grey binary model's stem and the 3-channel input (radiograph, lung-segmented, bone-suppressed), each
-    channel gets a third of the grey kernel, so the start responds to the mean of three views of the same
-    radiograph as the binary model responded to the radiograph.
-
-    Example::
-
-        >>> adapt_input_kernel(torch.ones(2, 3, 1, 1), 1).flatten().tolist()
-        [3.0, 3.0]
-    """
-    if weight.shape[1] == in_channels:
-        return weight
-    return (weight.sum(dim=1, keepdim=True) / in_channels).repeat(1, in_channels, *([1] * (weight.dim() - 2)))
-
-
 def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, strict_shapes: bool = False) -> dict[str, Any]:
     """Copy a DenseNet state dict from a local file into a :class:`CXRDenseNet121` or ``DualBranchDenseNet121``.
 
@@ -361,47 +341,5 @@ def load_densenet_pretrained(network: nn.Module, path: str | os.PathLike, *, str
     source = {to_monai_densenet_key(key): (key, value) for key, value in read_state_dict(path, "DenseNet weights").items()}
     mapper = getattr(network, "map_pretrained", None)
     candidates: dict[str, tuple[str, torch.Tensor]] = mapper(source) if callable(mapper) else dict(source)
-    target = network.state_dict()
-    input_convs = set(getattr(network, "input_conv_keys", ()))
-
-    accepted: dict[str, torch.Tensor] = {}
-    adapted, mismatched, used = [], [], set()
-    for key, (file_key, value) in candidates.items():
-        if key not in target:
-            continue
-        want = target[key]
-        only_input_width_differs = (
-            key in input_convs
-            and value.dim() == want.dim() == 4
-            and value.shape[0] == want.shape[0]
-            and value.shape[1] != want.shape[1]
-            and value.shape[2:] == want.shape[2:]
-        )
-        if only_input_width_differs:
-            value = adapt_input_kernel(value, want.shape[1])
-            adapted.append(key)
-        if value.shape != want.shape:
-            mismatched.append(f"{key} {shape_text(want)} <- {file_key} {shape_text(value)}")
-            continue
-        accepted[key] = value
-        used.add(file_key)
-    if mismatched and strict_shapes:
-        raise ValueError(
-            f"DenseNet weights file {str(path)!r}: {len(mismatched)} shapes differ from the network: {mismatched[:3]}"
-        )
-    with torch.no_grad():
-        for key, value in accepted.items():
-            target[key].copy_(value.to(dtype=target[key].dtype, device=target[key].device))
-    summary: dict[str, Any] = {
-        "path": str(path),
-        "loaded": list(accepted),
-        "adapted": [key for key in adapted if key in accepted],
-        "unmatched_source": [file_key for file_key, _ in source.values() if file_key not in used],
-        "unmatched_target": [
-            key for key in target if key not in candidates and not key.endswith("num_batches_tracked")
-        ],
-        "shape_mismatched": mismatched,
-    }
-    logger.info("Loaded %d DenseNet tensors from %s (%d input kernels adapted).", len(accepted), path, len(adapted))
-    log_pretrained_summary(logger, summary)
-    return summary
+    return load_matching_tensors(network, path, source, candidates, getattr(network, "input_conv_keys", ()),
+                                 "DenseNet", strict_shapes, logger)
