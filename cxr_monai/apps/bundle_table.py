@@ -40,6 +40,7 @@ import shlex
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ def write_stamp(path: Path, document: dict) -> None:
 
 
 @dataclass
-class BundleTable:
+class BundleTable(ABC):
     """The runs behind one results table: a training and an evaluation of ``bundle_dir`` per row into
     ``out/<slug>``, one MLflow store ``out/mlruns.db``, the merged table ``out/table.md``.
 
@@ -267,13 +268,13 @@ class BundleTable:
     # what a subclass gives
 
     @property
+    @abstractmethod
     def rows(self) -> Sequence[TableRow]:
-        """The rows, in table order."""
-        raise NotImplementedError(f"{type(self).__name__} gives no rows")
+        """The rows, in table order (a property or a dataclass field of the subclass)."""
 
+    @abstractmethod
     def merge(self, reports: Sequence[Path]) -> Path:
         """Write the rows' ``report.json`` files as :attr:`table_path` and return it."""
-        raise NotImplementedError(f"{type(self).__name__} does not merge its reports")
 
     def reserved_slugs(self) -> dict[str, str]:
         """Folders under ``out`` that are not a row's, with whose they are (``{"binary": "the pre-training's"}``)."""
