@@ -154,10 +154,10 @@ def parse_overrides(tokens: Sequence[str], managed: Mapping[str, str] = MANAGED_
     return pairs
 
 
-def row_is_finished(row_dir: str | os.PathLike) -> bool:
-    """Whether ``row_dir/evaluation/report.json`` is newer than ``row_dir/models/model.pt``: the model was
+def row_is_finished(row_dir: str | os.PathLike, report_name: str = "report.json") -> bool:
+    """Whether ``row_dir/evaluation/<report_name>`` is newer than ``row_dir/models/model.pt``: the model was
     evaluated after its last change."""
-    report = Path(row_dir) / "evaluation" / "report.json"
+    report = Path(row_dir) / "evaluation" / report_name
     model = Path(row_dir) / "models" / "model.pt"
     return report.is_file() and model.is_file() and report.stat().st_mtime_ns > model.stat().st_mtime_ns
 
@@ -237,6 +237,12 @@ class BundleTable(ABC):
     """Bundle overrides the command sets itself, with what to use instead (:func:`parse_overrides`)."""
     overlay_configs = ()
     """Configs the command adds itself where they belong (every overlay a row may have): not for ``--configs``."""
+    bundle_configs = BUNDLE_CONFIGS
+    """The bundle's configs the runs use (checked before any run)."""
+    evaluation_configs = ("inference.json", "evaluate.json")
+    """The configs a row's evaluation adds after its training's."""
+    report_name = "report.json"
+    """What a row's evaluation writes in ``<row>/evaluation/``: the file :meth:`merge` reads."""
 
     def __post_init__(self) -> None:
         self.dataset_dir = Path(self.dataset_dir).resolve()
@@ -358,7 +364,7 @@ class BundleTable(ABC):
 
     def evaluate_command(self, row: TableRow) -> list[str]:
         return self.bundle_command(
-            ["train.json", *row.overlays, *self.configs, "inference.json", "evaluate.json"],
+            ["train.json", *row.overlays, *self.configs, *self.evaluation_configs],
             **self.common_overrides(self.row_dir(row)), **row.overrides_for("evaluate"), eval_variant=row.name)
 
     # ------------------------------------------------------------------------------------------------------
@@ -369,7 +375,7 @@ class BundleTable(ABC):
         before a later row would find it): bundle and overlay configs, ``--configs``, data, the files options name,
         the datalist entry keys the rows need (:meth:`check_rows`)."""
         configs_dir = Path(self.bundle_dir) / "configs"
-        for name in BUNDLE_CONFIGS:
+        for name in self.bundle_configs:
             if not (configs_dir / name).is_file():
                 raise ValueError(f"{configs_dir / name} not found: is {self.bundle_dir} the {self.bundle_name} "
                                  "bundle? (--bundle-dir)")
@@ -379,7 +385,7 @@ class BundleTable(ABC):
         for name in self.configs:
             if not self.config_path(name).is_file():
                 raise ValueError(f"--configs {name}: neither {configs_dir / name} nor {Path(name).resolve()} exists")
-            if Path(name).name in (*BUNDLE_CONFIGS, *self.overlay_configs):
+            if Path(name).name in (*self.bundle_configs, *self.overlay_configs):
                 raise ValueError(f"--configs {name}: {self.command} adds {Path(name).name} itself where it belongs")
         if not Path(self.dataset_dir).is_dir():
             raise ValueError(f"--dataset-dir {self.dataset_dir}: not a folder")
@@ -401,7 +407,8 @@ class BundleTable(ABC):
 
     def dry_run(self) -> None:
         """Print every step, marking finished rows."""
-        finished = {self.row_dir(row) for row in self.rows if row_is_finished(self.row_dir(row))}
+        finished = {self.row_dir(row) for row in self.rows
+                    if row_is_finished(self.row_dir(row), self.report_name)}
         for title, command, log in self.steps():
             skipped = " [finished: skipped unless --force]" if log.parent in finished else ""
             print(f"== {title} (log: {log}){skipped}\n$ {shlex.join(command)}")
@@ -423,9 +430,9 @@ class BundleTable(ABC):
 
     def _run_row(self, row: TableRow, number: str, force: bool) -> Path:
         folder = self.row_dir(row)
-        report = folder / "evaluation" / "report.json"
+        report = folder / "evaluation" / self.report_name
         commands = {"train": self.train_command(row), "evaluate": self.evaluate_command(row)}
-        if not force and row_is_finished(folder):
+        if not force and row_is_finished(folder, self.report_name):
             print(f"\n== {number} {row.describe()}: skipped, {report} is newer than models/model.pt "
                   "(--force runs it again)", flush=True)
             self.note_changed_settings(folder / "row.json", commands)
