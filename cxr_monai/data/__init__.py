@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
         read_lung_mask,
     )
     from cxr_monai.data.builders.nih import build_nih_datalist
+    from cxr_monai.data.builders.nih_boxes import NIH_BOXES_CLASSES, build_nih_boxes_datalist
     from cxr_monai.data.builders.siim import build_siim_datalist
     from cxr_monai.data.datalist import (
         DatalistError,
@@ -74,6 +75,7 @@ _LUNG_MASK_BUILDERS = (
     "read_lung_mask",
 )
 _NIH_BUILDER = ("build_nih_datalist",)
+_NIH_BOXES_BUILDER = ("NIH_BOXES_CLASSES", "build_nih_boxes_datalist")
 _SIIM_BUILDER = ("build_siim_datalist",)
 _FOLDER_BUILDER = ("build_folder_datalist",)
 _BONE_PAIR_BUILDER = ("build_bone_pair_datalist",)
@@ -88,6 +90,7 @@ _LAZY = {
     **dict.fromkeys(_DATALIST, "cxr_monai.data.datalist"),
     **dict.fromkeys(_LUNG_MASK_BUILDERS, "cxr_monai.data.builders.lung_masks"),
     **dict.fromkeys(_NIH_BUILDER, "cxr_monai.data.builders.nih"),
+    **dict.fromkeys(_NIH_BOXES_BUILDER, "cxr_monai.data.builders.nih_boxes"),
     **dict.fromkeys(_SIIM_BUILDER, "cxr_monai.data.builders.siim"),
     **dict.fromkeys(_FOLDER_BUILDER, "cxr_monai.data.builders.folder"),
     **dict.fromkeys(_BONE_PAIR_BUILDER, "cxr_monai.data.builders.bone_pairs"),
@@ -101,6 +104,7 @@ __all__ = [
     "CHESTXRAY14_CLASSES",
     "CHEXPERT_CLASSES",
     "FINDINGS",
+    "NIH_BOXES_CLASSES",
     "DatalistError",
     "DatalistSummary",
     "PatchPoolDataLoader",
@@ -114,6 +118,7 @@ __all__ = [
     "build_folder_datalist",
     "build_jsrt_datalist",
     "build_montgomery_datalist",
+    "build_nih_boxes_datalist",
     "build_nih_datalist",
     "build_shenzhen_datalist",
     "build_siim_datalist",

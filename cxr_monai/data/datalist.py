@@ -29,6 +29,8 @@ Command line::
 
     python -m cxr_monai datalist nih --data-entry Data_Entry_2017_v2020.csv.gz \\
         --bbox-list BBox_List_2017.csv.gz --image-dir /data/nih/images --out nih_pa.json --view PA
+    python -m cxr_monai datalist nih-boxes --data-entry Data_Entry_2017_v2020.csv.gz \\
+        --bbox-list BBox_List_2017.csv.gz --image-dir /data/nih/images --out nih_boxes.json
     python -m cxr_monai datalist folder --image-dir montgomery/ --mask-suffix=-mask --out mont.json
     python -m cxr_monai datalist folder --image-dir lesions/images --mask-dir lesions/lung_masks \\
         --lesion-mask-dir lesions/lesion_masks --boxes lesions/boxes.csv --labels lesions/labels.csv \\
@@ -72,6 +74,7 @@ from cxr_monai.io.headers import CXRReadError, stored_size
 __all__ = [
     "DEFAULT_TEST_FRACTION",
     "DEFAULT_VAL_FRACTION",
+    "LIST_KEYS",
     "SPLIT_KEYS",
     "DatalistError",
     "DatalistSummary",
@@ -90,6 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT_KEYS = ("training", "validation", "test", "test_unhealthy")
+# Lists load_datalist also reads: the healthy images a generator adds (datalist nih-boxes).
+LIST_KEYS = (*SPLIT_KEYS, "healthy")
 # ChestX-ray14 context encoder: 59,481 train / 1,760 validation of 61,241 healthy images, i.e. 2.9 %.
 DEFAULT_VAL_FRACTION = 0.03
 DEFAULT_TEST_FRACTION = 0.02
@@ -448,7 +453,7 @@ def _document_problems(document: Any) -> list[str]:
         problems.append(f"{_location(error.absolute_path)}: {message}")
     if not isinstance(document, dict):
         return problems
-    for key in SPLIT_KEYS:
+    for key in LIST_KEYS:
         entries = document.get(key)
         for number, entry in enumerate(entries if isinstance(entries, list) else []):
             if not isinstance(entry, dict):
@@ -567,14 +572,14 @@ def load_datalist(
         present = [k for k in keys if k in document]
         if not present:
             raise DatalistError(f"{path}: none of the lists {', '.join(keys)} is present "
-                                f"(has: {', '.join(k for k in SPLIT_KEYS if k in document)})")
+                                f"(has: {', '.join(k for k in LIST_KEYS if k in document)})")
         entries = [e for k in present for e in load_datalist(path, k, base_dir, 0, required_keys)]
         if len(entries) < min_entries:
             raise DatalistError(f"{path}: the lists {', '.join(present)} have {len(entries)} entries; this run needs "
                                 f"at least {min_entries}")
         return entries
-    if key not in SPLIT_KEYS:
-        raise ValueError(f"{path}: key must be one of {', '.join(SPLIT_KEYS)}, got {key!r}")
+    if key not in LIST_KEYS:
+        raise ValueError(f"{path}: key must be one of {', '.join(LIST_KEYS)}, got {key!r}")
     document = validate_datalist(path)
     if required_keys:
         kept = [e for e in document.get(key, []) if all(k in e for k in required_keys)]
@@ -584,7 +589,7 @@ def load_datalist(
                            " or ".join(required_keys), ", ".join(map(str, left_out[:3])))
             document = {**document, key: kept}
     if key not in document:
-        present = ", ".join(k for k in SPLIT_KEYS if k in document)
+        present = ", ".join(k for k in LIST_KEYS if k in document)
         raise DatalistError(f"{path}: no '{key}' list (has: {present})")
     stored = document[key]
     if len(stored) < min_entries:
@@ -626,7 +631,7 @@ def _add_split_arguments(parser: argparse.ArgumentParser, *, val_fraction: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register ``datalist nih``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs``, ``chexpert``,
+    """Register ``datalist nih``, ``nih-boxes``, ``folder``, ``montgomery``, ``shenzhen``, ``jsrt``, ``bone-pairs``, ``chexpert``,
     ``chestxray14``, ``siim`` and ``validate``."""
     # imported here: the builder modules import this one
     from cxr_monai.data.builders.bone_pairs import (
@@ -664,6 +669,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "their --size; 0 keeps the coordinates as listed)")
     _add_split_arguments(nih)
     nih.set_defaults(_build_datalist=_run_nih)
+
+    from cxr_monai.data.builders.nih_boxes import (
+        NIH_BOXES_CLASSES,
+        NIH_BOXES_HEALTHY,
+        NIH_BOXES_TEST_FRACTION,
+    )
+
+    nih_boxes = sources.add_parser(
+        "nih-boxes", help="NIH ChestX-ray14 boxed images of chosen classes split by patient, plus healthy images "
+                          "(pix2pix augmentation, box localisation)",
+        description="Build the boxed-image datalist of seed 002: the images of BBox_List with boxes of --classes "
+                    "(default the seed's six; other boxes dropped and counted), their patients split into training "
+                    "and test (weighted by boxes), and --healthy 'No Finding' images of the other patients drawn "
+                    "with --seed; box_label_names lists the classes.")
+    nih_boxes.add_argument("--data-entry", required=True, type=Path, metavar="CSV", help="Data_Entry_2017*.csv[.gz]")
+    nih_boxes.add_argument("--bbox-list", required=True, type=Path, metavar="CSV", help="BBox_List_2017.csv[.gz]")
+    nih_boxes.add_argument("--image-dir", required=True, type=Path, metavar="DIR",
+                           help="folder holding the images at any depth (flat or images_NNN/images/); default base dir")
+    nih_boxes.add_argument("--out", required=True, type=Path, metavar="JSON", help="datalist file to write")
+    nih_boxes.add_argument("--classes", nargs="+", default=list(NIH_BOXES_CLASSES), metavar="NAME",
+                           help=f"box labels kept (default: {' '.join(NIH_BOXES_CLASSES)}; Infiltrate = Infiltration)")
+    nih_boxes.add_argument("--test-fraction", type=float, default=NIH_BOXES_TEST_FRACTION, metavar="F",
+                           help=f"least share of the boxes whose patients go to test (default {NIH_BOXES_TEST_FRACTION})")
+    nih_boxes.add_argument("--healthy", type=int, default=NIH_BOXES_HEALTHY, metavar="N",
+                           help=f"'No Finding' images of the other patients to draw (default {NIH_BOXES_HEALTHY}; 0: none)")
+    nih_boxes.add_argument("--seed", type=int, default=0, help="seed of the split and the healthy draw (default 0)")
+    nih_boxes.add_argument("--view", default=None, metavar="VIEW", help="keep one View Position, e.g. PA")
+    nih_boxes.add_argument("--allow-missing-images", action="store_true",
+                           help="do not check the image files (build the list before the download)")
+    nih_boxes.add_argument("--box-image-size", type=int, default=NIH_BOX_IMAGE_SIZE, metavar="PX",
+                           help="side of the images the BBox list's coordinates refer to (default "
+                                f"{NIH_BOX_IMAGE_SIZE}; phantoms: their --size; 0 keeps the coordinates as listed)")
+    nih_boxes.add_argument("--base-dir", type=Path, default=None, metavar="DIR",
+                           help="directory the paths are relative to (the bundles' --dataset_dir)")
+    nih_boxes.add_argument("--name", default=None, help="datalist name (default: nih-boxes[-view])")
+    nih_boxes.set_defaults(_build_datalist=_run_nih_boxes)
 
     folder = sources.add_parser("folder", help="a folder of images with optional lung masks, lesion masks, boxes "
                                                "and labels CSV",
@@ -874,6 +915,18 @@ def _run_nih(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_nih_boxes(args: argparse.Namespace) -> int:
+    from cxr_monai.data.builders.nih_boxes import build_nih_boxes_datalist
+
+    summary = build_nih_boxes_datalist(args.data_entry, args.bbox_list, args.image_dir, args.out,
+                                       classes=args.classes, test_fraction=args.test_fraction, healthy=args.healthy,
+                                       seed=args.seed, view=args.view, check_images=not args.allow_missing_images,
+                                       base_dir=args.base_dir, box_image_size=args.box_image_size or None,
+                                       name=args.name)
+    print(summary.format())
+    return 0
+
+
 def _run_folder(args: argparse.Namespace) -> int:
     from cxr_monai.data.builders.folder import build_folder_datalist
 
@@ -968,13 +1021,13 @@ def _run_validate(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             failed += 1
             continue
-        counts = ", ".join(f"{key} {len(document[key])}" for key in SPLIT_KEYS if key in document)
+        counts = ", ".join(f"{key} {len(document[key])}" for key in LIST_KEYS if key in document)
         print(f"{path}: valid ({counts})")
     return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``datalist nih|folder|montgomery|shenzhen|jsrt|bone-pairs|chexpert|chestxray14|siim|validate``; rejected
+    """Run ``datalist nih|nih-boxes|folder|montgomery|shenzhen|jsrt|bone-pairs|chexpert|chestxray14|siim|validate``; rejected
     files go to stderr, the summary to stdout."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
