@@ -25,25 +25,27 @@ WORKDIR /workspace/cxr-monai
 # image's torch and setup.cfg): the base image's CUDA torch must be metadata.json's pytorch_version, it is kept as
 # a constraint (if anything needed another torch, the build fails here instead of pip quietly pulling a multi-GB
 # one), and after the install every pinned package is checked. The install is root's; the user only reads it.
+# The `detection` extra (torchvision, for bundles/localisation) is the base image's own CUDA torchvision, paired
+# with its torch: it is kept as a constraint too, so pip neither replaces it nor fetches another torch for it.
 COPY bundles/context_encoder/configs/metadata.json /tmp/bundle-metadata.json
 COPY setup.cfg pyproject.toml README.md ./
 COPY cxr_monai ./cxr_monai
-RUN python -c "import json, torch; \
+RUN python -c "import json, torch, torchvision; \
 meta = json.load(open('/tmp/bundle-metadata.json')); \
 pins = {'monai': meta['monai_version'], 'numpy': meta['numpy_version'], **meta['required_packages_version']}; \
 pins.pop('cxr-monai'); \
 base = torch.__version__.split('+')[0]; \
 assert base == meta['pytorch_version'], ('base image torch', base, 'metadata.json', meta['pytorch_version']); \
-lines = [f'torch=={torch.__version__}'] + [f'{n}=={v}' for n, v in pins.items()]; \
+lines = [f'torch=={torch.__version__}', f'torchvision=={torchvision.__version__}'] + [f'{n}=={v}' for n, v in pins.items()]; \
 open('/tmp/constraints.txt', 'w').write(''.join(line + '\n' for line in lines)); \
 json.dump(pins, open('/tmp/pins.json', 'w'))" \
     && cat /tmp/constraints.txt \
-    && python -m pip install -c /tmp/constraints.txt -e ".[test]" \
-    && python -c "import json, importlib.metadata as md, torch, monai, cxr_monai; \
+    && python -m pip install -c /tmp/constraints.txt -e ".[test,detection]" \
+    && python -c "import json, importlib.metadata as md, torch, torchvision, monai, cxr_monai; \
 assert torch.version.cuda, 'not a CUDA build'; \
 wrong = {n: md.version(n) for n, v in json.load(open('/tmp/pins.json')).items() if md.version(n) != v}; \
 assert not wrong, ('installed versions differ from metadata.json', wrong); \
-print(torch.__version__, torch.version.cuda, monai.__version__)" \
+print(torch.__version__, torchvision.__version__, torch.version.cuda, monai.__version__)" \
     && rm /tmp/bundle-metadata.json /tmp/constraints.txt /tmp/pins.json
 
 # Owned by the user: a bundle run without --output_dir writes under its bundle_root, MLflow and pytest under here.

@@ -6,6 +6,12 @@ VENV ?= .venv
 # The CPU build of torch 2.13.0 lies on local disk on the project's machines; elsewhere pip fetches it.
 # Override for another build, e.g. `make test TORCH=torch==2.13.0+cu126 PIP_EXTRA=--index-url=...`.
 TORCH ?= torch==2.13.0
+# torchvision (the `detection` extra: bundles/localisation's Faster R-CNN), the release paired with TORCH. The index
+# serves only CUDA builds of it, which a CPU torch cannot load; the project's machines keep a CPU build of it in
+# WHEELS, used when that folder exists (elsewhere the index's build, which matches the index's torch).
+TORCHVISION ?= torchvision==0.28.0
+WHEELS ?= ../shared/wheels
+FIND_LINKS := $(if $(wildcard $(WHEELS)/*.whl),--find-links $(WHEELS))
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
@@ -18,8 +24,8 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) $(FIND_LINKS) "$(TORCH)" "$(TORCHVISION)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) $(FIND_LINKS) -e ".[test,detection]"
 	touch $(STAMP)
 
 test: $(STAMP)

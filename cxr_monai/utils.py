@@ -11,6 +11,7 @@ import torch
 from monai.utils import str2bool
 
 __all__ = [
+    "MissingOptionalDependency",
     "any_rank",
     "as_bool",
     "finish_distributed",
@@ -20,6 +21,7 @@ __all__ = [
     "is_rank0",
     "one_line_error",
     "report_data_errors_in_one_line",
+    "require_torchvision",
     "user_errors",
 ]
 
@@ -114,6 +116,47 @@ def one_line_error(error: BaseException, limit: int = 1000) -> str:
     text = f"{type(error).__name__}: {message}" if message else type(error).__name__
     return text if len(text) <= limit else text[: limit - 5] + "[...]"
 
+
+
+TORCHVISION_INSTALL_HINT = (
+    "install the torchvision release paired with torch (the `detection` extra: pip install -e '.[detection]'; on "
+    "the project's machines, whose torch is a CPU build: pip install torchvision==0.28.0 --find-links "
+    "../shared/wheels, see ../shared/wheels/README.md)"
+)
+
+
+class MissingOptionalDependency(ImportError):
+    """An optional dependency (an extra of setup.cfg) is missing or unusable; the message says what to install.
+    Tests skip on it: the feature is absent from this install, not broken."""
+
+
+def require_torchvision(what: str = "The Faster R-CNN detector") -> Any:
+    """The ``torchvision`` module, or a :class:`MissingOptionalDependency` (an ``ImportError``) that says why it
+    cannot be used and what to install.
+
+    Two ways it fails: torchvision is not installed (the optional ``detection`` extra), or it is a build for
+    another torch, e.g. the package index's CUDA torchvision beside a CPU torch, whose compiled operators do not
+    register (``operator torchvision::nms does not exist``). The detection code calls this before anything else
+    from torchvision, and the detection tests skip with its message.
+
+    >>> require_torchvision().__name__  # doctest: +SKIP
+    'torchvision'
+    """
+    try:
+        import torchvision
+        import torchvision.ops  # registers nms, roi_align...: the operators a mismatched build lacks
+    except ModuleNotFoundError as error:
+        if error.name != "torchvision":
+            raise
+        raise MissingOptionalDependency(f"{what} needs torchvision, which is not installed: "
+                                        f"{TORCHVISION_INSTALL_HINT}.") from error
+    except (RuntimeError, ImportError, OSError) as error:
+        raise MissingOptionalDependency(
+            f"{what} needs torchvision, but the installed torchvision does not work with torch {torch.__version__} "
+            f"({one_line_error(error, 300)}); a torchvision built for another torch (e.g. a CUDA build beside a "
+            f"CPU torch) fails this way: {TORCHVISION_INSTALL_HINT}."
+        ) from error
+    return torchvision
 
 
 def init_distributed(backend: str, device: torch.device | str | None = None) -> None:

@@ -16,6 +16,17 @@ GOAL_LINE = re.compile(
 MACHINE_KEYS = ("command", "date", "cpu", "cores", "torch threads", "versions", "device", "load average")
 
 
+def _torchvision_problem() -> str | None:
+    """Why torchvision cannot be used here (bench_localisation's Faster R-CNN needs it), or None."""
+    from cxr_monai.utils import require_torchvision
+
+    try:
+        require_torchvision()
+    except ImportError as error:
+        return str(error)
+    return None
+
+
 @pytest.fixture
 def bench_path(monkeypatch):
     """Make ``_common`` importable as it is when a benchmark runs as ``python bench/<name>.py``."""
@@ -38,6 +49,10 @@ def load_benchmark(name: str) -> ModuleType:
         ("bench_bone_suppression", []),  # issue #11 sets no ratio goal either
         ("bench_classifier", []),  # issue #12 sets no ratio goal either
         ("bench_clasegnet", []),  # issue #13 sets no ratio goal either
+        ("bench_pix2pix", []),  # issue #14 sets no ratio goal either
+        pytest.param("bench_localisation", [],  # issue #14: no ratio goal; torchvision is the optional extra
+                     marks=pytest.mark.skipif(_torchvision_problem() is not None,
+                                              reason=str(_torchvision_problem()))),
     ],
 )
 def test_quick_run_prints_machine_and_ratios(bench_path, capsys, name, goal_lines):
@@ -54,7 +69,8 @@ def test_quick_run_prints_machine_and_ratios(bench_path, capsys, name, goal_line
 def test_every_benchmark_is_covered():
     """`make bench` runs bench/bench_*.py; each must be in the smoke test above."""
     covered = {"bench_train_step", "bench_patch_loader", "bench_heatmap", "bench_lung_segmentation",
-               "bench_bone_suppression", "bench_classifier", "bench_clasegnet"}
+               "bench_bone_suppression", "bench_classifier", "bench_clasegnet", "bench_pix2pix",
+               "bench_localisation"}
     assert {path.stem for path in BENCH.glob("bench_*.py")} == covered
 
 

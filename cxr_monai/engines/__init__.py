@@ -1,5 +1,6 @@
-"""Ignite engines and what they share: the phased adversarial trainer of every GAN and its schedule,
-``prepare_batch`` by key, the per-image iteration of runners.
+"""Ignite engines and what they share: the phased adversarial trainer of every GAN and its schedule, the
+detection trainer and evaluator (torchvision detectors), ``prepare_batch`` by key, the per-image iteration of
+runners.
 
 Example::
 
@@ -15,6 +16,12 @@ from cxr_monai.engines.adversarial import (
     conditional_pair,
     loss_terms,
 )
+from cxr_monai.engines.detection import (
+    DetectionBatch,
+    DetectionEvaluator,
+    DetectionTrainer,
+    detection_collate,
+)
 from cxr_monai.engines.gan_schedule import GanPhase, GanSchedule
 from cxr_monai.engines.images import (
     PreprocessedImage,
@@ -26,12 +33,16 @@ from cxr_monai.engines.images import (
 from cxr_monai.engines.prepare_batch import KeyedBatch
 
 __all__ = [
+    "DetectionBatch",
+    "DetectionEvaluator",
+    "DetectionTrainer",
     "GanPhase",
     "GanSchedule",
     "KeyedBatch",
     "PhasedAdversarialTrainer",
     "PreprocessedImage",
     "conditional_pair",
+    "detection_collate",
     "iterate_images",
     "loss_terms",
     "output_stem",

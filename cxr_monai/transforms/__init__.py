@@ -1,6 +1,6 @@
-"""MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches, binary masks,
-intensity
-maps, the bone image of a soft-tissue pair, a study's optional second view (the centre holes of the context encoder are in
+"""MONAI transforms for chest X-rays: working resolution, lung boxes, lung patches, binary masks, intensity maps, the
+bone image of a soft-tissue pair, a study's optional second view, boxes resized with their image and the
+pathology-preserving masks of pix2pix augmentation (the centre holes of the context encoder are in
 :mod:`cxr_monai.apps.inpainting`)."""
 
 from __future__ import annotations
@@ -10,6 +10,33 @@ from cxr_monai.transforms.bone import (
     BoneFromSoftTissueD,
     BoneFromSoftTissued,
     BoneFromSoftTissueDict,
+)
+from cxr_monai.transforms.boxes import (
+    ANNOTATION_HEIGHT_RANGE,
+    ANNOTATION_WIDTH_RANGE,
+    CENTRAL_REGION,
+    BoxMask,
+    BoxMaskD,
+    BoxMaskd,
+    BoxMaskDict,
+    KeepBoxes,
+    KeepBoxesD,
+    KeepBoxesd,
+    KeepBoxesDict,
+    PastePathology,
+    PastePathologyD,
+    PastePathologyd,
+    PastePathologyDict,
+    RandBox,
+    RandBoxD,
+    RandBoxd,
+    RandBoxDict,
+    ResizeWithBoxes,
+    ResizeWithBoxesD,
+    ResizeWithBoxesd,
+    ResizeWithBoxesDict,
+    box_mask,
+    paste_pathology,
 )
 from cxr_monai.transforms.intensity import RandWindow, RandWindowd, from_network_range, to_network_range
 from cxr_monai.transforms.labels import MultiHot, MultiHotD, MultiHotd, MultiHotDict
@@ -64,6 +91,27 @@ from cxr_monai.transforms.views import OptionalViewD, OptionalViewd, OptionalVie
 from cxr_monai.transforms.utils import as_box_array, source_name
 
 __all__ = [
+    "ANNOTATION_HEIGHT_RANGE",
+    "ANNOTATION_WIDTH_RANGE",
+    "CENTRAL_REGION",
+    "BoxMask",
+    "BoxMaskD",
+    "BoxMaskDict",
+    "BoxMaskd",
+    "KeepBoxes",
+    "KeepBoxesD",
+    "KeepBoxesDict",
+    "KeepBoxesd",
+    "PastePathology",
+    "PastePathologyD",
+    "PastePathologyDict",
+    "PastePathologyd",
+    "RandBox",
+    "RandBoxD",
+    "RandBoxDict",
+    "RandBoxd",
+    "box_mask",
+    "paste_pathology",
     "BinaryMask",
     "BinaryMaskD",
     "BinaryMaskDict",
@@ -109,6 +157,10 @@ __all__ = [
     "ResizeToWorkingResolutionD",
     "ResizeToWorkingResolutionDict",
     "ResizeToWorkingResolutiond",
+    "ResizeWithBoxes",
+    "ResizeWithBoxesD",
+    "ResizeWithBoxesDict",
+    "ResizeWithBoxesd",
     "WindowCounts",
     "as_box_array",
     "crop_patch",

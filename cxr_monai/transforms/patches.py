@@ -39,6 +39,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import ensure_tuple_rep
 
+from cxr_monai.transforms.boxes import box_mask
 from cxr_monai.transforms.utils import as_box_array, source_name, spatial_shape_2d, to_2d_numpy
 
 __all__ = [
@@ -254,8 +255,8 @@ class RandLungPatch(Randomizable, Transform, MultiSampleTrait):
         lung = _window_counts(lung_mask, (height, width), source, "lung", self.mask_threshold)
         lesion = _window_counts(lesion_mask, (height, width), source, "lesion", self.mask_threshold)
         if lesion is None and lesion_boxes is not None and len(lesion_boxes):
-            lesion = WindowCounts(_box_mask(as_box_array(lesion_boxes, source, spatial_shape=(height, width)),
-                                            (height, width)))
+            lesion = WindowCounts(box_mask(as_box_array(lesion_boxes, source, spatial_shape=(height, width)),
+                                           (height, width)))
         accept = self._acceptance(lung, lesion)
         if accept is None:
             rows, cols = self._sample_union(ranges)
@@ -384,14 +385,6 @@ class RandLungPatch(Randomizable, Transform, MultiSampleTrait):
             source = source_name(img)
             self.randomize(spatial_shape_2d(img, source), lung_boxes, lung_mask, source, lesion_mask, lesion_boxes)
         return [self.crop(img, start) for start in self.patch_starts()]
-
-
-def _box_mask(boxes: np.ndarray, spatial_shape: tuple[int, int]) -> np.ndarray:
-    """Boolean ``(H, W)`` mask of the pixels inside any ``[x_min, y_min, x_max, y_max]`` box (max exclusive)."""
-    mask = np.zeros(spatial_shape, dtype=bool)
-    for x_min, y_min, x_max, y_max in boxes:
-        mask[max(int(np.floor(y_min)), 0) : int(np.ceil(y_max)), max(int(np.floor(x_min)), 0) : int(np.ceil(x_max))] = True
-    return mask
 
 
 class BoxCenteredPatch(Transform, MultiSampleTrait):
