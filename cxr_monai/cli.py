@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classifier-table": ("cxr_monai.apps.classification.variants",
                          "train and evaluate the classifier per input variant and merge them into one Table 1"),
     "clasegnet-table": ("cxr_monai.apps.pneumothorax.compare", "train and evaluate ResNet-50 and ClaSegNet and merge them into seed 004's comparison table"),
+    "localisation-table": ("cxr_monai.apps.localisation.table",
+                           "train Pix2Pix and Pix2Pix-N, sample them, train a Faster R-CNN per protocol: seed 002's Table 2"),
     "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 
