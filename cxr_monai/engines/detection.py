@@ -129,7 +129,7 @@ class DetectionTrainer(SupervisedTrainer):
             train_data_loader=train_data_loader,
             network=network,
             optimizer=optimizer,
-            loss_function=_detector_loss_placeholder,
+            loss_function=_losses_come_from_the_detector,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
             prepare_batch=prepare_batch or DetectionBatch(),
@@ -176,7 +176,7 @@ class DetectionTrainer(SupervisedTrainer):
         return engine.state.output
 
 
-def _detector_loss_placeholder(*args: Any) -> torch.Tensor:
+def _losses_come_from_the_detector(*args: Any) -> torch.Tensor:
     raise RuntimeError("a torchvision detector computes its own losses; DetectionTrainer never calls loss_function")
 
 

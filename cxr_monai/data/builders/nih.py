@@ -153,6 +153,15 @@ class _ImageLocator:
         return found[0], image_file_problem(self.image_dir / found[0])
 
 
+def _wanted_view(images: dict[str, _NihImage], view: str | None, data_entry_csv: str | os.PathLike) -> str | None:
+    """``view`` upper-cased (``None``: every view); ``ValueError`` when no image of the Data_Entry file has it."""
+    wanted = view.strip().upper() if view else None
+    if wanted is not None and not any(image.view.upper() == wanted for image in images.values()):
+        found = ", ".join(sorted({image.view for image in images.values()}))
+        raise ValueError(f"{data_entry_csv}: no image with View Position {view!r} (found: {found})")
+    return wanted
+
+
 def build_nih_datalist(
     data_entry_csv: str | os.PathLike,
     bbox_list_csv: str | os.PathLike,
@@ -200,10 +209,7 @@ def build_nih_datalist(
     boxes_by_index = _read_nih_bbox_list(bbox_list_csv)
     entry_name, bbox_name = Path(data_entry_csv).name, Path(bbox_list_csv).name
 
-    wanted_view = view.strip().upper() if view else None
-    if wanted_view is not None and not any(image.view.upper() == wanted_view for image in images.values()):
-        found = ", ".join(sorted({image.view for image in images.values()}))
-        raise ValueError(f"{data_entry_csv}: no image with View Position {view!r} (found: {found})")
+    wanted_view = _wanted_view(images, view, data_entry_csv)
 
     def in_view(image: _NihImage) -> bool:
         return wanted_view is None or image.view.upper() == wanted_view

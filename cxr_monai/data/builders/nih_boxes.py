@@ -41,6 +41,7 @@ from cxr_monai.data.builders.nih import (
     _read_nih_bbox_list,
     _read_nih_data_entry,
     _stored_boxes,
+    _wanted_view,
 )
 from cxr_monai.data.datalist import (
     DatalistSummary,
@@ -148,10 +149,7 @@ def build_nih_boxes_datalist(
     boxes_by_index = _read_nih_bbox_list(bbox_list_csv)
     entry_name, bbox_name = Path(data_entry_csv).name, Path(bbox_list_csv).name
 
-    wanted_view = view.strip().upper() if view else None
-    if wanted_view is not None and not any(image.view.upper() == wanted_view for image in images.values()):
-        found = ", ".join(sorted({image.view for image in images.values()}))
-        raise ValueError(f"{data_entry_csv}: no image with View Position {view!r} (found: {found})")
+    wanted_view = _wanted_view(images, view, data_entry_csv)
 
     rejected: list[RejectedFile] = []
     kept_boxes: dict[str, list[tuple[list[float], str]]] = {}
