@@ -70,6 +70,14 @@ def test_commands_of_the_three_protocols(tmp_path):
     for command in trainings.values():  # the datalist's classes, and the detector overrides
         assert json.loads(command[command.index("--class_names") + 1]) == ["Effusion", "Nodule"]
         assert command[-2:] == ["--max_steps", "9"]
+    title, realism, _ = steps[-1]  # FID of both sets on the features of the Ori detector, as it was trained
+    assert title == "realism" and "evaluate.json" in realism[realism.index("--config_file") + 1]
+    feature = json.loads(realism[realism.index("--feature_network_def") + 1])
+    assert feature["class_names"] == ["Effusion", "Nodule"] and feature["image_size"] == 256
+    assert realism[realism.index("--feature_model_path") + 1] == str(tmp_path / "out" / "ori" / "models" / "model.pt")
+    assert set(json.loads(realism[realism.index("--synthetic_datalists") + 1])) == set(GENERATORS)
+    only_ori = LocalisationTable(tmp_path, datalist, tmp_path / "out", protocols=("Ori",))
+    assert only_ori.realism_command() is None and only_ori.steps()[0][0] == "Ori: training"
 
 
 def test_bad_inputs_are_refused_before_any_run(tmp_path):
@@ -85,17 +93,24 @@ def test_bad_inputs_are_refused_before_any_run(tmp_path):
 
 @pytest.mark.slow
 def test_table_from_one_command(classification_phantoms, tmp_path):
-    """Pix2Pix-N trained and sampled, a detector on Ori + its images, the merged table; a second call skips all."""
+    """Pix2Pix-N trained and sampled, a detector on Ori and one on Ori + its images, the merged table, the realism
+    report on the Ori detector's features; a second call skips all."""
     from cxr_monai.data import build_nih_boxes_datalist
+    from cxr_monai.utils import require_torchvision
 
+    try:
+        require_torchvision()
+    except ImportError as error:  # the detectors need it; the commands and the merge are tested above without it
+        pytest.skip(str(error))
     datalist = tmp_path / "boxes.json"
     build_nih_boxes_datalist(classification_phantoms / "Data_Entry_2017.csv",
                              classification_phantoms / "BBox_List_2017.csv", classification_phantoms / "images",
-                             datalist, classes=PHANTOM_CLASSES, box_image_size=256, healthy=8)
+                             datalist, classes=PHANTOM_CLASSES, box_image_size=256, healthy=8, test_fraction=0.5)
+    assert len(json.loads(datalist.read_text())["test"]) >= 4  # the realism reference splits the test images in two
     out = tmp_path / "out"
     command = [sys.executable, "-m", "cxr_monai", "localisation-table", "--dataset-dir",
                str(classification_phantoms / "images"), "--datalist", str(datalist), "--out", str(out),
-               "--protocol", "Pix2Pix-N", "--pix2pix-configs", "small.json",
+               "--protocol", "Ori", "--protocol", "Pix2Pix-N", "--pix2pix-configs", "small.json",
                "--pix2pix-args", "--image_size 64 --load_size 72 --g_channels [8,16,32,32] --d_channels 8 "
                                  "--max_epochs 1 --synthetic_total 6 --checkpoint_every 0",
                "--", "--image_size", "64", "--backbone", "resnet18", "--representation_size", "32",
@@ -111,7 +126,10 @@ def test_table_from_one_command(classification_phantoms, tmp_path):
     assert str(out / "pix2pix-n" / "synthetic" / "synthetic.json") in (row / "row.json").read_text()
     assert (row / "evaluation" / "localisation.json").is_file(), train_log[-2000:]
     table = (out / "table.md").read_text()
-    assert "| Pathology | Ori+Pix2Pix-N CL@2 | Ori+Pix2Pix-N CL@4 |" in table
+    assert "| Pathology | Ori CL@2 | Ori CL@4 | Ori+Pix2Pix-N CL@2 | Ori+Pix2Pix-N CL@4 |" in table
     assert "| Effusion |" in table and "| Atelectasis |" not in table  # the datalist's classes, not the seed's
+    realism = (out / "realism" / "realism.md").read_text()
+    assert "backbone.body.layer4" in realism and "| Pix2Pix-N | 6 |" in realism, realism
+    assert (out / "realism" / "realism.png").is_file()
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("skipped") == 2, again.stdout[-2000:]
+    assert again.returncode == 0 and again.stdout.count("skipped") == 4, again.stdout[-2000:]

@@ -38,6 +38,7 @@ from cxr_monai.metrics.bootstrap import BootstrapInterval, cluster_bootstrap
 
 __all__ = [
     "FeatureExtractor",
+    "require_feature_model",
     "RealismReport",
     "evaluate_realism",
     "extract_features",
@@ -321,6 +322,24 @@ def _named_datalists(datalists: Mapping[str, str | os.PathLike] | Sequence[str |
     if not named:
         raise ValueError("no synthetic datalist to score")
     return named
+
+
+def require_feature_model(path: str | os.PathLike | None) -> Path:
+    """The feature network's weights file, which a realism score needs: features of an untrained network would
+    give a number without meaning. ``ValueError`` saying what to pass when it is missing.
+
+    >>> require_feature_model(None)
+    Traceback (most recent call last):
+    ...
+    ValueError: feature_model_path is not set: pass the model.pt of a network trained with this project (e.g. the classifier bundle's, or the localisation bundle's Ori detector with its feature_network_def)
+    """
+    if not path:
+        raise ValueError("feature_model_path is not set: pass the model.pt of a network trained with this project "
+                         "(e.g. the classifier bundle's, or the localisation bundle's Ori detector with its "
+                         "feature_network_def)")
+    if not Path(path).is_file():
+        raise ValueError(f"feature_model_path {path}: file not found")
+    return Path(path)
 
 
 def evaluate_realism(

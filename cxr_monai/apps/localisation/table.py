@@ -11,11 +11,14 @@
    ``train.json`` on the datalist's ``training`` images plus, for the augmented rows, that generator's
    ``synthetic.json`` (``extra_datalists``), evaluated on ``test`` every ``eval_every`` steps with CL@s as the best
    model within s +- ``window`` (the seed's rule), then ``evaluate.json`` on the last model;
-3. ``OUT/table.md`` / ``OUT/table.json``: the rows' ``localisation/cl_table.json`` side by side, in Table 2's layout.
+3. ``OUT/table.md`` / ``OUT/table.json``: the rows' ``localisation/cl_table.json`` side by side, in Table 2's layout;
+4. with the ``Ori`` row and a generator: the pix2pix bundle's ``evaluate.json`` into ``OUT/realism/``: the Fréchet
+   distance of each synthetic set to the real test images on features of the Ori detector's backbone (a network
+   trained here, on real images only), with bootstrap CIs, the real-vs-real reference and the seed's Fig. 2 grid.
 
 Every run logs to ``OUT/mlruns.db``. Finished steps are skipped (a generator whose ``synthetic/summary.json`` is
-newer than its model, a row whose ``evaluation/localisation.json`` is newer than its model); ``--force`` runs them
-again. Bundle overrides after ``--`` go to the detector runs; ``--pix2pix-args`` to the generator runs.
+newer than its model, a row whose ``evaluation/localisation.json`` is newer than its model, a realism report newer than
+the models it used); ``--force`` runs them again. Bundle overrides after ``--`` go to the detector runs; ``--pix2pix-args`` to the generator runs.
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ class LocalisationTable(BundleTable):
         return tuple(rows)
 
     def reserved_slugs(self) -> dict[str, str]:
-        return {self.generator_dir(name).name: f"the {name} generator's" for name in GENERATORS}
+        return {**{self.generator_dir(name).name: f"the {name} generator's" for name in GENERATORS},
+                "realism": "the realism report's"}
 
     def check_rows(self, training_keys: set[str]) -> None:
         """Training entries need boxes; Pix2Pix-N needs a ``healthy`` section."""
@@ -201,6 +205,89 @@ class LocalisationTable(BundleTable):
             if self.generators and not (Path(self.pix2pix_bundle_dir) / "configs" / name).is_file():
                 raise ValueError(f"{Path(self.pix2pix_bundle_dir) / 'configs' / name} not found: is "
                                  f"{self.pix2pix_bundle_dir} the pix2pix_augmentation bundle?")
+
+    def run(self, force: bool = False) -> Path:
+        """The generators, the rows and ``table.md`` (:meth:`BundleTable.run`), then the realism report."""
+        path = super().run(force)
+        self.realism(force)
+        return path
+
+    @property
+    def realism_report(self) -> Path:
+        return Path(self.out) / "realism" / "realism.md"
+
+    def detector_settings(self) -> dict[str, Any]:
+        """The Ori detector's network arguments, as its training resolved them (configs and overrides applied)."""
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config([str(self.config_path(name)) for name in ("train.json", *self.configs)])
+        pairs = dict(zip(self.overrides[::2], self.overrides[1::2]))
+        names = self.class_names()
+        if names is not None:
+            pairs["--class_names"] = json.dumps(names)
+        for key, text in pairs.items():
+            try:
+                parser[key[2:]] = json.loads(text)
+            except json.JSONDecodeError:
+                parser[key[2:]] = text
+        return {"_target_": "cxr_monai.networks.faster_rcnn_fpn",
+                **{key: parser.get_parsed_content(key) for key in
+                   ("class_names", "image_size", "backbone", "representation_size")}}
+
+    def realism_command(self) -> list[str] | None:
+        """The pix2pix bundle's ``evaluate.json`` on every generator's set, features of the Ori detector; ``None``
+        without the Ori row or a generator."""
+        if "Ori" not in self.protocols or not self.generators:
+            return None
+        configs_dir = Path(self.pix2pix_bundle_dir) / "configs"
+        settings = self.detector_settings()
+        files = [str(configs_dir / "train.json"), str(configs_dir / "evaluate.json")]
+        return [self.python, "-m", "monai.bundle", "run", "--config_file", json.dumps(files),
+                "--meta_file", str(configs_dir / "metadata.json"),
+                "--logging_file", str(configs_dir / "logging.conf"), "--bundle_root", str(self.pix2pix_bundle_dir),
+                "--dataset_dir", str(self.dataset_dir), "--datalist", str(self.datalist),
+                "--output_dir", str(self.out), "--tracking_uri", self.tracking_uri,
+                "--synthetic_datalists", json.dumps({name: str(self.synthetic_datalist(name))
+                                                     for name in self.generators}),
+                "--feature_model_path", str(self.row_dir(self.rows[self.protocols.index("Ori")]) / "models" / "model.pt"),
+                "--feature_network_def", json.dumps(settings), "--feature_layer", "backbone.body.layer4",
+                "--feature_image_size", json.dumps(settings["image_size"])]
+
+    def realism(self, force: bool) -> None:
+        """Run :meth:`realism_command` unless its report is newer than every model it reads."""
+        command = self.realism_command()
+        if command is None:
+            print("\n== realism: skipped (needs the Ori row, whose detector gives the features, and a generator)",
+                  flush=True)
+            return
+        models = [self.row_dir(self.rows[self.protocols.index("Ori")]) / "models" / "model.pt",
+                  *(self.generator_dir(name) / "models" / "model.pt" for name in self.generators)]
+        report = self.realism_report
+        if (not force and report.is_file()
+                and all(report.stat().st_mtime_ns > model.stat().st_mtime_ns for model in models if model.is_file())):
+            print(f"\n== realism: skipped, {report} is newer than the models it used (--force runs it again)",
+                  flush=True)
+            return
+        self.step("realism of the synthetic sets (FID on the Ori detector's features)", command,
+                  Path(self.out) / "realism.log", "realism")
+        print(report.read_text(encoding="utf-8"), end="", flush=True)
+
+    def pre_steps(self) -> list[tuple[str, list[str], Path]]:
+        steps = []
+        for name in self.generators:
+            folder = self.generator_dir(name)
+            steps.append((f"{name}: training", self.pix2pix_command(name, ["train.json"]), folder / "train.log"))
+            steps.append((f"{name}: {self.synthetic_datalist(name).name}",
+                          self.pix2pix_command(name, ["train.json", "generate.json"]), folder / "generate.log"))
+        return steps
+
+    def steps(self) -> list[tuple[str, list[str], Path]]:
+        steps = super().steps()
+        command = self.realism_command()
+        if command is not None:
+            steps.append(("realism", command, Path(self.out) / "realism.log"))
+        return steps
 
     def merge(self, reports: Sequence[Path]) -> Path:
         tables = {}
@@ -229,15 +316,6 @@ class LocalisationTable(BundleTable):
         if configs[-1] == "train.json":
             command += ["--run_name", name, "--tracking", str(configs_dir / "mlflow.json")]
         return command + list(self.pix2pix_overrides)
-
-    def pre_steps(self) -> list[tuple[str, list[str], Path]]:
-        steps = []
-        for name in self.generators:
-            folder = self.generator_dir(name)
-            steps.append((f"{name}: training", self.pix2pix_command(name, ["train.json"]), folder / "train.log"))
-            steps.append((f"{name}: {self.synthetic_datalist(name).name}",
-                          self.pix2pix_command(name, ["train.json", "generate.json"]), folder / "generate.log"))
-        return steps
 
     def before_rows(self, force: bool) -> None:
         for name in self.generators:
