@@ -87,6 +87,8 @@ def test_bad_inputs_are_refused_before_any_run(tmp_path):
     LocalisationTable(tmp_path, without_healthy, tmp_path / "out", protocols=("Ori", "Pix2Pix")).check()
     with pytest.raises(ValueError, match="extra_datalists"):
         LocalisationTable(tmp_path, without_healthy, tmp_path / "out", overrides=["--extra_datalists", "[]"])
+    with pytest.raises(ValueError, match="use_healthy"):  # the protocol decides Pix2Pix vs Pix2Pix-N
+        LocalisationTable(tmp_path, without_healthy, tmp_path / "out", pix2pix_overrides=["--use_healthy", "true"])
     with pytest.raises(ValueError, match="unknown protocol"):
         LocalisationTable(tmp_path, without_healthy, tmp_path / "out", protocols=("Ori", "StarGAN"))
 

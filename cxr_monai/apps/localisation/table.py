@@ -51,6 +51,8 @@ GENERATORS: Mapping[str, bool] = {"Pix2Pix": False, "Pix2Pix-N": True}
 _MANAGED = {**MANAGED_OVERRIDES,
             "extra_datalists": "each row sets its own (the augmented rows: their generator's synthetic.json)",
             "variant": "each row's tables are named after the row"}
+_MANAGED_PIX2PIX = {**MANAGED_OVERRIDES,
+                    "use_healthy": "the protocol sets it (Pix2Pix: false, Pix2Pix-N: true); use --protocol"}
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -147,7 +149,7 @@ class LocalisationTable(BundleTable):
                              f"{', '.join(GENERATORS)}")
         self.pix2pix_bundle_dir = Path(self.pix2pix_bundle_dir or
                                        Path(__file__).resolve().parents[3] / "bundles" / "pix2pix_augmentation")
-        self.pix2pix_overrides = parse_overrides(list(self.pix2pix_overrides), _MANAGED, self.command)
+        self.pix2pix_overrides = parse_overrides(list(self.pix2pix_overrides), _MANAGED_PIX2PIX, self.command)
         super().__post_init__()
 
     # ------------------------------------------------------------------------------------------------------
