@@ -106,6 +106,7 @@ class BundleSpec:
     output_key: str | None = None  # a network returning a dict of tensors: the output checked (its metadata entry)
     unavailable: Callable[[], str | None] = lambda: None  # why every test of the bundle is skipped here, or None
     exempt: Mapping[str, str] = field(default_factory=dict)  # test function name -> why it cannot apply (skipped)
+    env: Mapping[str, str] = field(default_factory=dict)  # more environment of the slow runs (e.g. OMP_NUM_THREADS)
 
     @property
     def root(self) -> Path:
@@ -276,16 +277,19 @@ BUNDLES: list[BundleSpec] = [
         net_id="network_def",
         input_shape=(2, 1, 64, 64),
         # 64 px on a ResNet-18 FPN with a 32-wide box head, the classification phantoms' box labels (seed 0) as the
-        # classes; 2 epochs of 3 steps, evaluated at steps 3 and 6
+        # classes; 2 epochs of 2 steps, evaluated at steps 2 and 4
         tiny={"image_size": 64, "backbone": "resnet18", "representation_size": 32, "box_batch_size_per_image": 32,
-              "class_names": ["Cardiomegaly", "Effusion", "Fracture", "Mass", "Nodule"], "steps_per_epoch": 3,
-              "max_epochs": 2, "eval_every": 3, "report_steps": [3], "window": 3, "checkpoint_every": 100,
+              "class_names": ["Cardiomegaly", "Effusion", "Fracture", "Mass", "Nodule"], "steps_per_epoch": 2,
+              "max_epochs": 2, "eval_every": 2, "report_steps": [2], "window": 2, "checkpoint_every": 100,
               "num_workers": 0},
         phantoms="classification_phantoms",
         data=_localisation_data,
-        resume={"checkpoint_every": 2},
-        resume_iterations=6,
-        ddp_iterations=6,  # epochs of steps_per_epoch iterations on every rank
+        resume={"checkpoint_every": 2},  # killed after step 2, resumed for steps 3 and 4
+        resume_iterations=4,
+        ddp_iterations=4,  # epochs of steps_per_epoch iterations on every rank
+        # one OpenMP thread a process, as in test_bundle_localisation.py: on 2 cores kept busy by other jobs, OpenMP
+        # threads spinning for work made one tiny training take 51 s instead of 34 s (its 6 steps 23 s instead of 9)
+        env={"OMP_NUM_THREADS": "1"},
         tracking="mlflow.json",
         mlflow_experiment="localisation",
         mlflow_metric="loss",
@@ -325,6 +329,11 @@ def _train_command(bundle_command, spec: BundleSpec, configs, output_dir: Path, 
     tracking = spec.configs / spec.tracking if spec.tracking else None
     settings = {**spec.data(data_dir), "output_dir": output_dir, "tracking": tracking, **spec.tiny, **overrides}
     return bundle_command(spec.name, configs, **settings)
+
+
+def _env(spec: BundleSpec) -> dict[str, str] | None:
+    """The environment of ``spec``'s bundle processes: this one's plus ``spec.env`` (None: this one's)."""
+    return {**os.environ, **spec.env} if spec.env else None
 
 
 def _iteration(checkpoint: Path) -> int:
@@ -447,7 +456,7 @@ def resumed_run(spec, data_dir, tmp_path_factory, bundle_command, run_bundle) ->
     command = _train_command(bundle_command, spec, spec.train_configs, out, data_dir, **spec.resume)
     with open(work / "killed.log", "w") as log:
         process = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   start_new_session=True)
+                                   start_new_session=True, env=_env(spec))
         deadline = time.monotonic() + 300
         from cxr_monai.handlers import latest_checkpoint
 
@@ -464,7 +473,7 @@ def resumed_run(spec, data_dir, tmp_path_factory, bundle_command, run_bundle) ->
     first = latest_checkpoint(out / "checkpoints")
     killed = {"returncode": process.returncode, "at": _iteration(first) if first else None,
               "log": (work / "killed.log").read_text(errors="replace")}
-    run_bundle(command, work / "resumed.log", timeout=600)
+    run_bundle(command, work / "resumed.log", timeout=600, env=_env(spec))
     return {"out": out, "killed": killed, "log": (work / "resumed.log").read_text(errors="replace"),
             "settings": {**spec.tiny, **spec.resume}}
 
@@ -518,7 +527,7 @@ def test_torchrun_two_gloo_processes(spec, data_dir, tmp_path, bundle_command, r
     args = _train_command(bundle_command, spec, [*spec.train_configs, *spec.multi_gpu_configs], out, data_dir,
                           **spec.ddp)
     assert args[0] == "-m"
-    run_bundle(args[1:], tmp_path / "ddp.log", launcher=[*torchrun, "-m"], timeout=600)
+    run_bundle(args[1:], tmp_path / "ddp.log", launcher=[*torchrun, "-m"], timeout=600, env=_env(spec))
     log = (tmp_path / "ddp.log").read_text(errors="replace")
     final = torch.load(latest_checkpoint(out / "checkpoints"), weights_only=True)
     assert final["engine"]["iteration"] == spec.ddp_iterations

@@ -110,9 +110,9 @@ def test_pix2pix_and_pix2pix_n_train_and_generate_a_synthetic_set(datalist, bund
     _train(bundle_command, run_bundle, datalist, work / "pix2pix_n", use_healthy=True, healthy_limit=10)
     assert _iterations(work / "pix2pix_n") == TINY["max_epochs"] * -(-(pairs + 10) // batch)  # + healthy images
 
-    run_bundle(bundle_command("pix2pix_augmentation", ["train.json", "small.json", "generate.json"],
+    run_bundle(bundle_command("pix2pix_augmentation", ["train.json", "small.json", "inference.json"],
                               dataset_dir=datalist.parent, datalist=datalist, output_dir=work / "pix2pix_n",
-                              synthetic_per_box=PER_BOX, **TINY), work / "generate.log", timeout=300)
+                              synthetic_per_box=PER_BOX, **TINY), work / "inference.log", timeout=300)
     out = work / "pix2pix_n" / "synthetic"
     assert len(list((out / "images").glob("*.png"))) == pairs * PER_BOX
     synthetic = load_datalist(out / "synthetic.json", "training")

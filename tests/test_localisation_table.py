@@ -61,7 +61,7 @@ def test_commands_of_the_three_protocols(tmp_path):
     for name, (_, command, _) in zip(GENERATORS, steps[0:4:2]):
         assert command[command.index("--use_healthy") + 1] == json.dumps(GENERATORS[name])
         assert command[-2:] == ["--max_epochs", "2"] and "small.json" in command[command.index("--config_file") + 1]
-    assert "generate.json" in steps[1][1][steps[1][1].index("--config_file") + 1]
+    assert "inference.json" in steps[1][1][steps[1][1].index("--config_file") + 1]
     trainings = {title: command for title, command, _ in steps[4:] if title.endswith("training")}
     assert list(trainings) == ["Ori: training", "Ori+Pix2Pix: training", "Ori+Pix2Pix-N: training"]
     extras = {title: json.loads(command[command.index("--extra_datalists") + 1]) for title, command in trainings.items()}
@@ -116,8 +116,8 @@ def test_table_from_one_command(classification_phantoms, tmp_path):
                "--pix2pix-args", "--image_size 64 --load_size 72 --g_channels [8,16,32,32] --d_channels 8 "
                                  "--max_epochs 1 --synthetic_total 6 --checkpoint_every 0",
                "--", "--image_size", "64", "--backbone", "resnet18", "--representation_size", "32",
-               "--box_batch_size_per_image", "32", "--eval_every", "2", "--report_steps", "[2, 4]", "--window", "2",
-               "--steps_per_epoch", "3", "--checkpoint_every", "100", "--num_workers", "0"]
+               "--box_batch_size_per_image", "32", "--eval_every", "1", "--report_steps", "[1, 2]", "--window", "1",
+               "--steps_per_epoch", "3", "--checkpoint_every", "100", "--num_workers", "0"]  # 3 steps, 3 evaluations
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_table_from_one_command(classification_phantoms, tmp_path):
     assert str(out / "pix2pix-n" / "synthetic" / "synthetic.json") in (row / "row.json").read_text()
     assert (row / "evaluation" / "localisation.json").is_file(), train_log[-2000:]
     table = (out / "table.md").read_text()
-    assert "| Pathology | Ori CL@2 | Ori CL@4 | Ori+Pix2Pix-N CL@2 | Ori+Pix2Pix-N CL@4 |" in table
+    assert "| Pathology | Ori CL@1 | Ori CL@2 | Ori+Pix2Pix-N CL@1 | Ori+Pix2Pix-N CL@2 |" in table
     assert "| Effusion |" in table and "| Atelectasis |" not in table  # the datalist's classes, not the seed's
     realism = (out / "realism" / "realism.md").read_text()
     assert "backbone.body.layer4" in realism and "| Pix2Pix-N | 6 |" in realism, realism

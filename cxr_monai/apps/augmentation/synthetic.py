@@ -2,7 +2,7 @@
 
 :func:`write_synthetic_set` runs a trained :class:`~cxr_monai.networks.PathologyPreservingGenerator` over a dataset of
 one entry per box (:func:`~cxr_monai.apps.augmentation.one_entry_per_box`, preprocessed as the bundle's
-``generate.json`` does: resized to the working size, ``condition`` = (masked image, box mask) in [-1, 1]) and writes,
+``inference.json`` does: resized to the working size, ``condition`` = (masked image, box mask) in [-1, 1]) and writes,
 under ``output_dir``:
 
 - ``images/<index>_<stem>_box<k>_<n>.png``: 16-bit greyscale PNGs at the working size, [0, 1] as the project reader

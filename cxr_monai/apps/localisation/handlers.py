@@ -41,9 +41,34 @@ from cxr_monai.metrics.localisation import DEFAULT_THRESHOLDS, GroundTruthBox
 from cxr_monai.reports import write_json, write_text
 from cxr_monai.utils import as_bool, is_rank0
 
-__all__ = ["DetectorLocalisationEvaluation", "LocalisationHistory"]
+__all__ = ["DetectorLocalisationEvaluation", "LocalisationHistory", "detection_overlay"]
 
 logger = logging.getLogger(__name__)
+
+
+def detection_overlay(image: Any, predicted: Sequence[Sequence[float]] = (), truth: Sequence[Sequence[float]] = (),
+                      text: str = "") -> np.ndarray:
+    """The overlay of a detector's boxes that ``evaluate.json`` and ``inference.json`` write: the grey ``image``
+    (``(H, W)`` in [0, 1], numpy or torch) as RGB uint8 ``(H, W, 3)``, the ``predicted`` boxes outlined in magenta,
+    the ``truth`` boxes in green (``[x_min, y_min, x_max, y_max]`` in the image's pixels, max exclusive; lines
+    ``max(1, min(H, W) // 256)`` px wide) and ``text`` in the top-left corner.
+
+    >>> rgb = detection_overlay(np.zeros((64, 64)), predicted=[[8, 8, 24, 24]], truth=[[30, 30, 40, 40]])
+    >>> rgb.shape, rgb[8, 10].tolist(), rgb[30, 35].tolist(), rgb[0, 63].tolist()
+    ((64, 64, 3), [255, 64, 255], [64, 255, 64], [0, 0, 0])
+    """
+    from cxr_monai.visualize import to_uint8
+
+    if isinstance(image, torch.Tensor):
+        image = image.detach().float().cpu()
+    grey = to_uint8(image)
+    if grey.ndim == 3 and grey.shape[0] == 1:
+        grey = grey[0]
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    width = max(1, min(grey.shape) // 256)
+    rgb = _draw_boxes(rgb, list(predicted), PREDICTED_COLOUR, width)
+    rgb = _draw_boxes(rgb, list(truth), TRUTH_COLOUR, width)
+    return _draw_label(rgb, text) if text else rgb
 
 
 class _DetectionRows:
@@ -316,22 +341,18 @@ class DetectorLocalisationEvaluation(_DetectionRows):
         if self._drawn >= self.overlays or images is None or output.get("label") is None:
             return
         from cxr_monai.engines.images import unique_output_stem
-        from cxr_monai.visualize import save_png, to_uint8
+        from cxr_monai.visualize import save_png
 
         for image, path, target, found in zip(images, output["image_path"], output["label"], output["pred"]):
             labels = [int(v) for v in target["labels"].tolist()]
             if self._drawn >= self.overlays or not labels:
                 continue
             self._drawn += 1
-            grey = to_uint8(image[0].detach().float().cpu())
-            rgb = np.repeat(grey[..., None], 3, axis=2)
-            width = max(1, min(grey.shape) // 256)
             predicted = [box for label in sorted(set(labels))
                          for box in predicted_boxes(found, label, self.top_k, self.score_threshold)]
-            rgb = _draw_boxes(rgb, predicted, PREDICTED_COLOUR, width)
-            rgb = _draw_boxes(rgb, target["boxes"].tolist(), TRUTH_COLOUR, width)
             names = ", ".join(dict.fromkeys(self.class_names[label - 1] for label in labels))
-            rgb = _draw_label(rgb, f"{names}: predicted magenta, truth green")
+            rgb = detection_overlay(image[0], predicted, target["boxes"].tolist(),
+                                    f"{names}: predicted magenta, truth green")
             save_png(rgb, self.output_dir / "overlays" / f"{unique_output_stem(path, self._stems)}.png")
 
     def completed(self, engine: Engine | None = None) -> DetectorLocalisationReport | None:

@@ -42,6 +42,7 @@ __all__ = [
     "class_mean",
     "detection_records",
     "predicted_boxes",
+    "predicted_detections",
     "select_in_window",
 ]
 
@@ -55,16 +56,14 @@ def _array(value: Any, shape: tuple[int, ...] = (-1,)) -> np.ndarray:
     return np.asarray(value).reshape(shape)
 
 
-def predicted_boxes(detection: Mapping[str, Any], label: int, top_k: int | None = 1,
-                    score_threshold: float = 0.05) -> tuple[tuple[float, float, float, float], ...]:
-    """The boxes of class index ``label`` in one image's ``{"boxes", "labels", "scores"}`` that count (module
-    docstring), highest score first.
+def predicted_detections(detection: Mapping[str, Any], label: int, top_k: int | None = 1,
+                         score_threshold: float = 0.05) -> tuple[tuple[tuple[float, float, float, float], float], ...]:
+    """The ``(box, score)`` pairs of class index ``label`` in one image's ``{"boxes", "labels", "scores"}`` that
+    count (module docstring), highest score first: what :func:`predicted_boxes` scores and inference writes.
 
     >>> found = {"boxes": [[0, 0, 4, 4], [1, 1, 5, 5], [2, 2, 6, 6]], "labels": [1, 1, 2], "scores": [0.3, 0.9, 0.8]}
-    >>> predicted_boxes(found, 1, top_k=1)
-    ((1.0, 1.0, 5.0, 5.0),)
-    >>> len(predicted_boxes(found, 1, top_k=None, score_threshold=0.5))
-    1
+    >>> predicted_detections(found, 1, top_k=2)
+    (((1.0, 1.0, 5.0, 5.0), 0.9), ((0.0, 0.0, 4.0, 4.0), 0.3))
     """
     boxes = _array(detection["boxes"], (-1, 4))
     labels = _array(detection["labels"])
@@ -73,7 +72,21 @@ def predicted_boxes(detection: Mapping[str, Any], label: int, top_k: int | None 
     chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
     if top_k is not None and int(top_k) > 0:
         chosen = chosen[: int(top_k)]
-    return tuple(tuple(float(v) for v in boxes[i]) for i in chosen)
+    return tuple((tuple(float(v) for v in boxes[i]), round(float(scores[i]), 6)) for i in chosen)
+
+
+def predicted_boxes(detection: Mapping[str, Any], label: int, top_k: int | None = 1,
+                    score_threshold: float = 0.05) -> tuple[tuple[float, float, float, float], ...]:
+    """The boxes of class index ``label`` in one image's ``{"boxes", "labels", "scores"}`` that count (module
+    docstring), highest score first (:func:`predicted_detections` without the scores).
+
+    >>> found = {"boxes": [[0, 0, 4, 4], [1, 1, 5, 5], [2, 2, 6, 6]], "labels": [1, 1, 2], "scores": [0.3, 0.9, 0.8]}
+    >>> predicted_boxes(found, 1, top_k=1)
+    ((1.0, 1.0, 5.0, 5.0),)
+    >>> len(predicted_boxes(found, 1, top_k=None, score_threshold=0.5))
+    1
+    """
+    return tuple(box for box, _ in predicted_detections(detection, label, top_k, score_threshold))
 
 
 def detection_records(image: str, target: Mapping[str, Any], detection: Mapping[str, Any],

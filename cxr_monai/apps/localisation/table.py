@@ -5,7 +5,7 @@
 
 1. the ``pix2pix_augmentation`` bundle twice, into ``OUT/pix2pix`` (``use_healthy`` false: the training boxes only)
    and ``OUT/pix2pix-n`` (``use_healthy`` true: plus the datalist's ``healthy`` images with random boxes): its
-   ``train.json``, then ``generate.json``, which writes ``synthetic/synthetic.json`` (688 synthetic images by
+   ``train.json``, then ``inference.json``, which writes ``synthetic/synthetic.json`` (688 synthetic images by
    default, the seed's count);
 2. the ``localisation`` bundle once per protocol (rows ``Ori``, ``Ori+Pix2Pix``, ``Ori+Pix2Pix-N``): its
    ``train.json`` on the datalist's ``training`` images plus, for the augmented rows, that generator's
@@ -138,7 +138,8 @@ class LocalisationTable(BundleTable):
     bundle_name = "localisation"
     table_title = "Table 2 (seed 002)"
     managed_overrides = _MANAGED
-    bundle_configs = ("train.json", "evaluate.json", "mlflow.json")
+    # bundle_configs: BundleTable's (train, inference, evaluate, mlflow). A row's evaluation merges evaluate.json
+    # alone: it runs the detector on the test boxes itself and reads nothing that inference.json writes.
     evaluation_configs = ("evaluate.json",)
     report_name = "localisation.json"
 
@@ -203,7 +204,7 @@ class LocalisationTable(BundleTable):
         if "Pix2Pix-N" in self.protocols and not document.get("healthy"):
             raise ValueError(f"--datalist {self.datalist}: Pix2Pix-N needs healthy images (a 'healthy' section; "
                              "datalist nih-boxes --healthy N)")
-        for name in ("train.json", "generate.json", "mlflow.json"):
+        for name in ("train.json", "inference.json", "mlflow.json"):
             if self.generators and not (Path(self.pix2pix_bundle_dir) / "configs" / name).is_file():
                 raise ValueError(f"{Path(self.pix2pix_bundle_dir) / 'configs' / name} not found: is "
                                  f"{self.pix2pix_bundle_dir} the pix2pix_augmentation bundle?")
@@ -257,9 +258,9 @@ class LocalisationTable(BundleTable):
                 "--feature_image_size", json.dumps(settings["image_size"])]
 
     def realism(self, force: bool) -> None:
-        """Run :meth:`realism_command` unless its report is newer than every model it reads."""
-        command = self.realism_command()
-        if command is None:
+        """Run :meth:`realism_command` unless its report is newer than every model it reads (checked first: the
+        command reads the detector's configs with MONAI, an import a finished table need not pay for)."""
+        if "Ori" not in self.protocols or not self.generators:
             print("\n== realism: skipped (needs the Ori row, whose detector gives the features, and a generator)",
                   flush=True)
             return
@@ -271,6 +272,7 @@ class LocalisationTable(BundleTable):
             print(f"\n== realism: skipped, {report} is newer than the models it used (--force runs it again)",
                   flush=True)
             return
+        command = self.realism_command()
         self.step("realism of the synthetic sets (FID on the Ori detector's features)", command,
                   Path(self.out) / "realism.log", "realism")
         print(report.read_text(encoding="utf-8"), end="", flush=True)
@@ -281,7 +283,7 @@ class LocalisationTable(BundleTable):
             folder = self.generator_dir(name)
             steps.append((f"{name}: training", self.pix2pix_command(name, ["train.json"]), folder / "train.log"))
             steps.append((f"{name}: {self.synthetic_datalist(name).name}",
-                          self.pix2pix_command(name, ["train.json", "generate.json"]), folder / "generate.log"))
+                          self.pix2pix_command(name, ["train.json", "inference.json"]), folder / "inference.log"))
         return steps
 
     def steps(self) -> list[tuple[str, list[str], Path]]:
@@ -326,7 +328,7 @@ class LocalisationTable(BundleTable):
             model = folder / "models" / "model.pt"
             stamp = folder / "generator.json"
             commands = {"train": self.pix2pix_command(name, ["train.json"]),
-                        "generate": self.pix2pix_command(name, ["train.json", "generate.json"])}
+                        "generate": self.pix2pix_command(name, ["train.json", "inference.json"])}
             if (not force and summary.is_file() and model.is_file() and self.synthetic_datalist(name).is_file()
                     and summary.stat().st_mtime_ns > model.stat().st_mtime_ns):
                 print(f"\n== {name}: skipped, {summary} is newer than {model} (--force runs it again)", flush=True)
@@ -334,11 +336,11 @@ class LocalisationTable(BundleTable):
                 continue
             self.step(f"{name}: training", commands["train"], folder / "train.log", f"generator {name!r}: training")
             summary.unlink(missing_ok=True)
-            self.step(f"{name}: synthetic images", commands["generate"], folder / "generate.log",
+            self.step(f"{name}: synthetic images", commands["generate"], folder / "inference.log",
                       f"generator {name!r}: generation")
             if not self.synthetic_datalist(name).is_file():
                 raise ValueError(f"generator {name!r} wrote no {self.synthetic_datalist(name)}; log: "
-                                 f"{folder / 'generate.log'}")
+                                 f"{folder / 'inference.log'}")
             write_stamp(stamp, commands)
 
 
