@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 
 import numpy as np
@@ -205,11 +206,25 @@ def test_inference_runner_writes_patches_heatmaps_and_index(phantom_datalist, tm
     stems = [output_stem(entry["image"]) for entry in datalist[:2]]
     kinds = {(row["image"], row["kind"]) for row in rows}
     for stem in stems:
-        assert {(stem, "grid"), (stem, "heatmap"), (stem, "overlay")} <= kinds
+        assert {(stem, "grid"), (stem, "heatmap"), (stem, "overlay"), (stem, "image")} <= kinds
         for k in range(3):
-            for suffix in ("inpainted", "diff"):
+            for suffix in ("original", "inpainted", "diff"):
                 patch_png = Image.open(tmp_path / "out" / "patches" / f"{stem}_{k}_{suffix}.png")
                 assert patch_png.size == (128, 128) and patch_png.mode == "L"
+        # the working radiograph: each original patch is its crop at patch_box [x0, y0, x1, y1]
+        working = np.asarray(Image.open(tmp_path / "out" / "images" / f"{stem}_image.png"))
+        assert working.shape == (384, 384) and working.dtype == np.uint8
+        for row in rows:
+            if row["image"] == stem and row["kind"] in ("original", "inpainted"):
+                x0, y0, x1, y1 = json.loads(row["note"].removeprefix("patch_box "))
+                patch = np.asarray(Image.open(tmp_path / "out" / row["path"]))
+                crop = working[y0:y1, x0:x1]
+                if row["kind"] == "original":
+                    np.testing.assert_array_equal(patch, crop)
+                else:  # the inpainted patch differs from the working image only inside its centred hole
+                    outside = np.ones((128, 128), bool)
+                    outside[32:96, 32:96] = False
+                    np.testing.assert_array_equal(patch[outside], crop[outside])
         heatmap = np.load(tmp_path / "out" / "heatmaps" / f"{stem}_heatmap.npy")
         assert heatmap.dtype == np.float32 and heatmap.shape == (384, 384)
         assert np.isfinite(heatmap).any() and np.isnan(heatmap).any()
@@ -241,8 +256,14 @@ def test_inference_on_images_without_boxes_writes_heatmaps_only(phantom_datalist
     assert kinds[healthy_stem] == ["heatmap", "overlay", "skipped"]
     assert "no patches" in next(row["note"] for row in rows if row["kind"] == "skipped")
     boxes = len(unhealthy["boxes"])
-    assert kinds[unhealthy_stem] == sorted(["diff", "inpainted"] * boxes + ["grid", "heatmap", "overlay"])
+    assert kinds[unhealthy_stem] == sorted(["diff", "inpainted", "original"] * boxes
+                                           + ["grid", "heatmap", "image", "overlay"])
     assert not list((tmp_path / "out" / "patches").glob(f"{healthy_stem}_*"))
+    assert not (tmp_path / "out" / "images" / f"{healthy_stem}_image.png").exists()
+    notes = [row["note"] for row in rows if row["kind"] == "original"]
+    assert all(note.startswith("patch_box [") for note in notes)
+    if unhealthy.get("box_labels"):
+        assert [note.split("; box_label ")[1] for note in notes] == [str(label) for label in unhealthy["box_labels"]]
 
 
 def test_inference_patches_are_seeded_per_image(phantom_datalist, tmp_path):
@@ -310,3 +331,18 @@ def test_inference_skips_an_unreadable_image_and_stops_past_the_fraction(phantom
                                  device="cpu", stride=64, max_skipped_fraction=0.0)
     with pytest.raises(TooManySkippedError, match=rf"inference: 1 of 3 images .*{broken.name}"):
         strict.run()
+
+
+def test_inference_writes_no_working_image_when_patches_are_not_its_crops(phantom_datalist, tmp_path):
+    """A patch transform that changes the image before cutting: patch_box no longer locates the patches in the
+    preprocessed radiograph, so the full image a 2AFC study would paste into is not written, and the index says why."""
+    entry = load_datalist(phantom_datalist, "test")[0]
+    sampler = RandLungPatchd(keys="image", box_key="lung_boxes", num_samples=1)
+    darkened = Compose([lambda data: {**data, "image": data["image"] * 0.5}, sampler])
+    runner = InpaintingInference(GreyGenerator(), [entry], whole_image_preprocessing(256), tmp_path, darkened,
+                                 device="cpu", heatmaps=False)
+    rows = list(csv.DictReader(open(runner.run(), newline="")))
+    assert sorted(row["kind"] for row in rows) == ["diff", "grid", "inpainted", "original", "skipped"]
+    skipped = next(row for row in rows if row["kind"] == "skipped")
+    assert "no working image" in skipped["note"] and "patch_box" in skipped["note"]
+    assert not (tmp_path / "images").exists()

@@ -9,8 +9,10 @@ function here takes and returns [0, 1].
   from the masked context (masked exactly as in training, by :class:`cxr_monai.apps.inpainting.CenterHole`).
 - :class:`AnomalyHeatmapInferer`: slides ``P`` px windows over the lung boxes of a whole radiograph, inpaints the
   centre of each and averages ``|original - inpainted|`` per pixel over the windows whose centre covers it.
-- :class:`InpaintingInference`: the runner of the bundle's ``inference.json``, writing patch PNGs, a grid per image,
-  heatmaps (``.npy``) and overlays, and an ``index.csv`` of everything written.
+- :class:`InpaintingInference`: the runner of the bundle's ``inference.json``, writing patch PNGs (each patch before
+  and after inpainting, and their difference), the working radiograph the patches were cut from, a grid per image,
+  heatmaps (``.npy``) and overlays, and an ``index.csv`` of everything written: what an observer study
+  (:mod:`cxr_monai.apps.study.create`) makes its 2AFC pairs from.
 """
 
 from __future__ import annotations
@@ -439,6 +441,17 @@ class InpaintingGrid:
 _INDEX_FIELDS = ("image", "kind", "patch", "path", "note")
 
 
+def _patch_note(sample: Mapping[str, Any]) -> str:
+    """``patch_box [x_min, y_min, x_max, y_max]`` and ``; box_label <label>`` of a patch sample, as far as known."""
+    parts = []
+    if sample.get("patch_box") is not None:
+        parts.append(f"patch_box {np.asarray(sample['patch_box']).astype(int).tolist()}")
+    label = sample.get("box_label")
+    if label is not None:
+        parts.append(f"box_label {label.item() if hasattr(label, 'item') else label}")
+    return "; ".join(parts)
+
+
 class InpaintingInference:
     """Runner of the bundle's ``inference.json``: inpainted patches, difference maps, heatmaps, as files.
 
@@ -446,9 +459,18 @@ class InpaintingInference:
     -> working resolution -> lung boxes, giving ``image`` ``(1, H, W)`` in [0, 1] and ``lung_boxes``), then:
 
     - with a ``patch_transform`` (e.g. :class:`~cxr_monai.transforms.RandLungPatchd`, reseeded per image with
-      ``seed + index``): each patch ``k`` is inpainted and written as ``patches/<stem>_<k>_inpainted.png`` and
-      ``patches/<stem>_<k>_diff.png`` (2 x |difference|, seed 001 Fig. 4), plus ``grids/<stem>_grid.png`` (one
-      column per patch: original | masked | inpainted | 2 x |difference|);
+      ``seed + index``): each patch ``k`` is inpainted and written as ``patches/<stem>_<k>_original.png`` (the
+      patch as cut, before inpainting), ``patches/<stem>_<k>_inpainted.png`` and ``patches/<stem>_<k>_diff.png``
+      (2 x |difference|, seed 001 Fig. 4), plus ``grids/<stem>_grid.png`` (one column per patch: original | masked
+      | inpainted | 2 x |difference|) and ``images/<stem>_image.png``, the preprocessed working radiograph the
+      patches were cut from. Each patch row's note gives ``patch_box [x_min, y_min, x_max, y_max]`` (x = column,
+      y = row; the patch is ``image[y_min:y_max, x_min:x_max]`` of that working radiograph) and, when the patch
+      transform records one, ``; box_label <label>``. Original, inpainted and working image go through the same
+      :func:`~cxr_monai.visualize.save_png` (8-bit, [0, 1] -> 0..255), so pasting an inpainted patch into the
+      working image at its ``patch_box`` gives the full radiograph with that patch inpainted, identical to the
+      working image outside the hole: the 2AFC pairs of seed 001 §4.3. When the patches are not crops of the
+      preprocessed image at their ``patch_box`` (a patch transform that changes the image before cutting), the
+      working image is not written and a ``skipped`` row says why;
     - with ``heatmaps=True``: :class:`AnomalyHeatmapInferer` over the lung boxes (``stride``, ``batch_size``,
       ``box_margin`` as there), written as
       ``heatmaps/<stem>_heatmap.npy`` (``(H, W)`` float32 at the working resolution, NaN where no window centre
@@ -460,7 +482,8 @@ class InpaintingInference:
       the images by it, highest first: the order in which to look at a screened folder.
 
     ``index.csv`` (columns ``image, kind, patch, path, note``) lists every file written, paths relative to
-    ``output_dir``, and every skipped heatmap. Output names come from the image file stem only.
+    ``output_dir``, and every skipped heatmap. Kinds: ``original``, ``inpainted``, ``diff`` (per patch), ``image``,
+    ``grid``, ``heatmap``, ``overlay`` (per image), ``skipped``. Output names come from the image file stem only.
 
     An image that cannot be read or cut into patches is skipped: a warning names the file and the reason, and
     ``skipped.csv`` (``stage, image, reason``) lists it; the run stops with
@@ -537,7 +560,7 @@ class InpaintingInference:
             for item in iterate_images(self.datalist, self.preprocessing, self.patch_transform, self.seed,
                                        self.max_images, self.image_key, self.skip_log, "inference"):
                 stem = item.stem
-                rows = self._write_patches(stem, item.patches)
+                rows = self._write_patches(stem, item.data, item.patches)
                 if self.heatmaps:
                     rows += self._write_heatmap(stem, item.data)
                 index.writerows(rows)
@@ -561,7 +584,7 @@ class InpaintingInference:
         relative = path.relative_to(self.output_dir).as_posix() if path is not None else ""
         return {"image": stem, "kind": kind, "patch": patch, "path": relative, "note": note}
 
-    def _write_patches(self, stem: str, samples: Sequence[Mapping[str, Any]]) -> list[dict]:
+    def _write_patches(self, stem: str, data: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> list[dict]:
         if self.patch_transform is None:
             return []
         if not samples:
@@ -575,17 +598,41 @@ class InpaintingInference:
         folder = self.output_dir / "patches"
         rows = []
         for k, sample in enumerate(samples):
-            where = sample.get("patch_box")
-            note = f"patch_box {np.asarray(where).astype(int).tolist()}" if where is not None else ""
+            note = _patch_note(sample)
+            rows.append(self._row(stem, "original", save_png(patches[k, 0], folder / f"{stem}_{k}_original.png"),
+                                  k, note))
             rows.append(self._row(stem, "inpainted", save_png(inpainted[k, 0], folder / f"{stem}_{k}_inpainted.png"),
                                   k, note))
             rows.append(self._row(stem, "diff", save_png(differences[k, 0], folder / f"{stem}_{k}_diff.png"), k, note))
+        rows.append(self._write_working_image(stem, data, samples, patches))
         masked = _mask(patches, self.inferer.hole)
         grid = inpainting_grid(patches, masked, inpainted, gain=self.difference_gain)
         grid_path = save_png(grid, self.output_dir / "grids" / f"{stem}_grid.png")
         rows.append(self._row(stem, "grid", grid_path, note=f"{len(samples)} patches, rows: original | masked | "
                               f"inpainted | {self.difference_gain:g}x|difference|"))
         return rows
+
+    def _write_working_image(self, stem: str, data: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
+                             patches: torch.Tensor) -> dict:
+        """``images/<stem>_image.png``, the preprocessed radiograph, once its patches are checked to be its crops at
+        their ``patch_box``; a ``skipped`` row otherwise."""
+        image = _plain(data[self.image_key]).detach().float().cpu()
+        image = image[None] if image.ndim == 2 else image
+        height, width = image.shape[-2:]
+        for k, sample in enumerate(samples):
+            where = sample.get("patch_box")
+            reason = "it has no patch_box" if where is None else ""
+            if where is not None:
+                x0, y0, x1, y1 = (int(v) for v in np.asarray(where).reshape(-1)[:4])
+                crop = image[:1, y0:y1, x0:x1] if 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height else None
+                if crop is None or crop.shape != patches[k, :1].shape or not torch.equal(crop, patches[k, :1]):
+                    reason = f"it is not the {width}x{height} preprocessed image's crop at patch_box {[x0, y0, x1, y1]}"
+            if reason:
+                return self._row(stem, "skipped", note=f"no working image: patch {k}: {reason} (the patch transform "
+                                 "must cut the preprocessed image as it is)")
+        path = save_png(image[0], self.output_dir / "images" / f"{stem}_image.png")
+        return self._row(stem, "image", path, note=f"{width}x{height} px (working resolution), the image the "
+                         "patches were cut from; patch_box [x_min, y_min, x_max, y_max] in its pixels")
 
     def _write_heatmap(self, stem: str, data: Mapping[str, Any]) -> list[dict]:
         image = data[self.image_key]
