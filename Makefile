@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cxr-monai-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean browser
 
 install: $(STAMP)
 
@@ -28,8 +28,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_EXTRA) $(FIND_LINKS) -e ".[test,detection]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium and ChromeDriver for the observer study's browser tests, installed when missing and this is a
+# Debian machine run as root; elsewhere the browser tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+			>/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
+	else echo "no chromium/chromedriver and no root apt-get: the browser tests will skip"; fi
 
 demo: $(STAMP)
 	$(BIN)/python -m cxr_monai demo --out $(DEMO_DIR)

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clasegnet-table": ("cxr_monai.apps.pneumothorax.compare", "train and evaluate ResNet-50 and ClaSegNet and merge them into seed 004's comparison table"),
     "localisation-table": ("cxr_monai.apps.localisation.table",
                            "train Pix2Pix and Pix2Pix-N, sample them, train a Faster R-CNN per protocol: seed 002's Table 2"),
+    "study": ("cxr_monai.apps.study.cli", "observer studies: make a 2AFC or real-or-synthetic study, serve it to readers, "
+              "report it"),
     "new-bundle": ("cxr_monai.scaffold", "start a bundle folder from the template every bundle shares"),
 }
 

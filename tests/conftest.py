@@ -195,3 +195,48 @@ def bundle_command() -> Callable[..., list[str]]:
 def run_bundle() -> Callable[..., subprocess.CompletedProcess]:
     """``run_bundle(args, log=None, *, launcher=None, timeout=600, check=True)``: see ``_run_bundle``."""
     return _run_bundle
+
+
+# ----------------------------------------------------------------------------------------------------------
+# observer studies
+
+
+def _hand_made_study(folder: Path, design: str = "2afc", trials: int = 6, repeats: int = 1, size: int = 24,
+                     seed: int = 3) -> Path:
+    """A study folder laid out as ``study create`` lays it out, with random 16-bit images ``size x (size + 8)``:
+    the app's tests need no generator. 2AFC trials are in group ``inpainted``; real-or-synthetic trials alternate
+    real / ``Pix2Pix-N``, all labelled ``Effusion``."""
+    import secrets
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    entries = []
+    for number in range(1, trials + 1):
+        names = {}
+        for role in ("original", "inpainted") if design == "2afc" else ("image",):
+            name = f"images/{secrets.token_hex(8)}.png"
+            Image.fromarray(rng.integers(0, 65535, size=(size, size + 8), dtype=np.uint16)).save(folder / name)
+            names[role] = name
+        trial = {"id": f"t{number:04d}", "images": names, "group": "inpainted", "label": ""}
+        if design != "2afc":
+            truth = "real" if number % 2 else "synthetic"
+            trial.update(truth=truth, group="real" if truth == "real" else "Pix2Pix-N", label="Effusion")
+        entries.append(trial)
+    manifest = {"format": 1, "design": design, "title": "Test study", "instructions": "Pick the original.",
+                "seed": seed, "repeats": repeats, "created": "2026-12-03T20:00:00+00:00",
+                "created_from": ["/nowhere"], "image_size": None, "trials": entries}
+    (folder / "study.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "key.csv").write_text("trial,role,path,source\n")
+    (folder / "admin_token").write_text("admin-secret-token\n")
+    (folder / "secret_key").write_text(secrets.token_hex(32))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hand_made_study() -> Callable[..., Path]:
+    """``hand_made_study(folder, design="2afc", trials=6, repeats=1, size=24, seed=3)``: see ``_hand_made_study``;
+    the admin token is ``admin-secret-token``."""
+    return _hand_made_study
