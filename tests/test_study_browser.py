@@ -149,7 +149,8 @@ def test_a_reader_completes_a_2afc_study_with_keys(tmp_path, browser, hand_made_
         initial = body.get_attribute("data-window")
         ActionChains(browser).click_and_hold(browser.find_element(By.ID, "slot-left")).move_by_offset(60, 30) \
             .release().perform()
-        assert body.get_attribute("data-window") != initial
+        WebDriverWait(browser, 10).until(lambda d: body.get_attribute("data-window") != initial,
+                                         message="dragging on an image did not change the window")
         press(browser, "0")
         assert body.get_attribute("data-window") == initial
         answer(Keys.ARROW_LEFT)

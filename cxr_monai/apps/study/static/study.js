@@ -54,8 +54,10 @@ function draw() {
   for (const canvas of slots) {
     const image = images[canvas.dataset.slot];
     if (!image) continue;
-    canvas.width = image.width;
-    canvas.height = image.height;
+    if (canvas.width !== image.width || canvas.height !== image.height) {  // resizing clears and reallocates
+      canvas.width = image.width;
+      canvas.height = image.height;
+    }
     const context = canvas.getContext("2d");
     const data = context.createImageData(image.width, image.height);
     const rgba = data.data;
@@ -141,7 +143,7 @@ function toggleFit() {
   stage.classList.toggle("full");
 }
 
-let drag = null;
+let drag = null, frame = 0;
 for (const canvas of slots) {
   canvas.addEventListener("mousedown", (event) => {
     if (view) drag = {x: event.clientX, y: event.clientY, center: view.center, width: view.width};
@@ -153,7 +155,8 @@ window.addEventListener("mousemove", (event) => {
   const step = drag.width / 200;  // 200 px of mouse travel doubles or halves nothing abruptly
   view = {center: drag.center + (event.clientY - drag.y) * step,
           width: Math.max(1, drag.width + (event.clientX - drag.x) * step)};
-  draw();
+  // one redraw per display frame, however many mouse events arrive: a redraw maps every pixel of both images
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
 });
 window.addEventListener("mouseup", () => { drag = null; });
 
