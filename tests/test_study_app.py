@@ -153,7 +153,30 @@ def test_admin_page_needs_the_token_and_shows_no_answers(study):
     invited = client.post("/admin", data={"invite": "R5"}).get_data(as_text=True)
     assert "/invite/" in invited
     # a reader's session is not an admin session
-    assert "Admin token" in logged_in(app, "R1").get("/admin").get_data(as_text=True)
+    reader = logged_in(app, "R1")
+    assert "Admin token" in reader.get("/admin").get_data(as_text=True)
+    assert reader.get("/admin/report").status_code == 302 and app.test_client().get("/admin/report").status_code == 302
+
+
+def test_admin_report_page_counts_the_answers_so_far(study):
+    app = create_app(study)
+    store = app.extensions["cxr_monai_study"]
+    reader = logged_in(app, "R1")
+    for number in range(3):
+        original = store.schedule("R1")[number].original_side
+        choice = original if number < 2 else ("left" if original == "right" else "right")
+        assert reader.post("/api/answer", json={"presentation": number, "choice": choice,
+                                                "response_ms": 1000}).status_code == 200
+    logged_in(app, "R2")
+    admin = app.test_client()
+    admin.post("/admin", data={"admin_token": "admin-secret-token"})
+    assert 'href="/admin/report"' in admin.get("/admin").get_data(as_text=True)
+    response = admin.get("/admin/report")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    assert "R1 (3 answers), R2 (0 answers)" in page
+    assert '<td>R1</td><td class="number">3</td><td class="number">2</td>' in page
+    assert '<link rel="stylesheet" href="/static/study.css">' in page and "<style>" not in page  # CSP: no inline
 
 
 ATTEMPTS = [
@@ -204,3 +227,94 @@ def test_a_broken_study_folder_is_named(tmp_path):
     (tmp_path / "study.json").write_text("{not json")
     with pytest.raises(ValueError, match="study.json"):
         StudyStore(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PostgreSQL: the same app on a real server
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A SQLAlchemy URL of a PostgreSQL database: ``CXR_MONAI_TEST_DATABASE_URL`` when set, else a throwaway
+    server started from the machine's PostgreSQL binaries (Debian's ``postgresql`` package) on a socket in a
+    temporary folder, as the ``postgres`` user when the tests run as root. Skipped without psycopg or a server."""
+    import glob
+    import os
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="PostgreSQL needs the psycopg driver (pip install 'psycopg[binary]')")
+    if os.environ.get("CXR_MONAI_TEST_DATABASE_URL"):
+        yield os.environ["CXR_MONAI_TEST_DATABASE_URL"]
+        return
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not binaries:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql) and no CXR_MONAI_TEST_DATABASE_URL")
+    bin_dir = Path(binaries[-1]).parent
+    # its own folder under /tmp: pytest's are closed to other users, and a socket path must stay short
+    folder = Path(tempfile.mkdtemp(prefix="cxr-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser to start PostgreSQL as the postgres user")
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+
+    def run(*command: str) -> None:
+        result = subprocess.run([*as_user, *command], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            pytest.skip(f"could not start a PostgreSQL server: {' '.join(command[:1])}: {result.stderr[-500:]}")
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "study", "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "start", "-o",
+        f"-k {folder} -c listen_addresses='' -c fsync=off")
+    try:
+        yield f"postgresql+psycopg://study@/postgres?host={folder}"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow  # starts a PostgreSQL server (~5 s)
+def test_postgresql_store_and_app(study, postgres_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(study, database_url=postgres_url)
+    store = app.extensions["cxr_monai_study"]
+    assert store.engine.dialect.name == "postgresql"
+    assert not (study / "study.db").exists()
+    # simultaneous first logins of one name make one reader (the losing insert rolls back and finds the winner)
+    with ThreadPoolExecutor(4) as pool:
+        readers = list(pool.map(lambda _: store.login("R1"), range(8)))
+    assert len({reader.id for reader in readers}) == 1
+    client = logged_in(app, "R1")
+    schedule = store.schedule("R1")
+    choices = [shown.original_side if number % 2 else "left" for number, shown in enumerate(schedule)]
+    for number, choice in enumerate(choices):
+        response = client.post("/api/answer", json={"presentation": number, "choice": choice, "response_ms": 700})
+        assert response.status_code == 200, response.get_json()
+    assert client.post("/api/answer", json={"presentation": 0, "choice": choices[0], "response_ms": 1}).status_code \
+        == 200  # a retry: accepted, no second row
+    flipped = "right" if choices[1] == "left" else "left"
+    assert client.post("/api/answer", json={"presentation": 1, "choice": flipped, "response_ms": 1}).status_code == 409
+    assert client.get("/api/state").get_json()["done"] is True
+    # a second study in the same database keeps its own readers and answers
+    other = study.parent / "other"
+    import shutil
+
+    shutil.copytree(study, other)
+    manifest = json.loads((other / "study.json").read_text())
+    manifest["title"] = "Another study"
+    (other / "study.json").write_text(json.dumps(manifest))
+    assert StudyStore(other, postgres_url).answers() == []
+    answers = StudyStore(study, postgres_url).answers()
+    assert [a["choice"] for a in answers] == choices and [r["name"] for r in store.readers()] == ["R1"]
+    result = subprocess.run([sys.executable, "-m", "cxr_monai", "study", "report", "--study", str(study), "--database",
+                             postgres_url, "--out", str(study / "report"), "--mlflow-uri", "none"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((study / "report" / "report.json").read_text())
+    first = [a for a in answers if not a["repeat"]]
+    assert report["accuracy"]["readers"]["R1"]["successes"] == sum(a["correct"] for a in first)

@@ -3,8 +3,8 @@
 A reader logs in, answers with the keyboard, pauses, windows an image, reloads midway, answers while the server is
 down (the answer waits in the page and lands when the server is back), finishes; the report counts exactly the
 answers given. Skipped where ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` are not installed (``make test``
-installs them on Debian as root). With ``CXR_MONAI_SCREENSHOTS=<folder>`` the trial and admin pages are saved
-there as PNGs (how the docs' screenshots were made).
+installs them on Debian as root). With ``CXR_MONAI_SCREENSHOTS=<folder>`` the trial, admin and report pages are
+saved there as PNGs.
 """
 
 from __future__ import annotations
@@ -176,6 +176,11 @@ def test_a_reader_completes_a_2afc_study_with_keys(tmp_path, browser, hand_made_
         WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "readers"))
         assert "7 / 7" in browser.find_element(By.ID, "readers").text
         screenshot(browser, "study_admin.png")
+        browser.find_element(By.ID, "report-link").click()
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tbody tr"))
+        first_row = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "tbody tr")[0]
+                     .find_elements(By.TAG_NAME, "td")]
+        screenshot(browser, "study_report.png")
     finally:
         server.stop()
 
@@ -193,6 +198,7 @@ def test_a_reader_completes_a_2afc_study_with_keys(tmp_path, browser, hand_made_
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((report_dir / "report.json").read_text())
     assert _reader_correct(report, "R1") == expected_correct
+    assert first_row[:3] == ["R1", "6", str(expected_correct)]  # the admin's report page showed the same
     assert all(a["response_ms"] > 0 for a in answers)
 
 

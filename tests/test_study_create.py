@@ -166,7 +166,7 @@ def test_2afc_pairs_each_original_with_its_inpainted_patch(tmp_path):
 def test_2afc_image_view_pastes_the_inpainted_patch_into_the_working_image(tmp_path, caplog):
     inference = fake_inference(tmp_path / "inference")
     with caplog.at_level(logging.WARNING):
-        create_2afc_study(inference, tmp_path / "study", view="image")
+        create_2afc_study(inference, tmp_path / "study", view="image", one_per_image=False)
     assert any("several trials" in message for message in caplog.messages)  # 3 patches per image
     manifest = json.loads((tmp_path / "study" / "study.json").read_text())
     key = {(row["trial"], row["role"]): row for row in read_key(tmp_path / "study")}
@@ -185,6 +185,25 @@ def test_2afc_image_view_pastes_the_inpainted_patch_into_the_working_image(tmp_p
         assert not np.array_equal(inpainted[y0:y1, x0:x1][HOLE, HOLE], original[y0:y1, x0:x1][HOLE, HOLE])
     # one working image per stem, shared by that stem's trials: 3 originals + 9 inpainted images
     assert len(list((tmp_path / "study" / "images").glob("*.png"))) == 3 + 9
+
+
+def test_2afc_image_view_keeps_one_patch_per_image_by_default(tmp_path, caplog):
+    inference = fake_inference(tmp_path / "inference")  # 3 images, 3 patches each
+    with caplog.at_level(logging.WARNING):
+        study = create_2afc_study(inference, tmp_path / "study", view="image", repeats=3)
+    assert study.trials == 3 and not any("several trials" in message for message in caplog.messages)
+    originals = [row["source"] for row in read_key(tmp_path / "study") if row["role"] == "original"]
+    assert len(set(originals)) == 3  # no original shown in two trials
+    again = create_2afc_study(inference, tmp_path / "again", view="image", repeats=3)
+    patches = [[row["patch"] for row in read_key(made.folder) if row["role"] == "original"] for made in (study, again)]
+    assert patches[0] == patches[1]  # the seeded draw picks the same patch of each image
+    with pytest.raises(ValueError, match="3 images \\(one patch per image\\)"):
+        create_2afc_study(inference, tmp_path / "four", view="image", trials=4)
+    assert create_2afc_study(inference, tmp_path / "patches", view="patch").trials == 9  # patches: every one
+    assert run_create(parse(["--inpainting", str(inference), "--out", str(tmp_path / "cli"), "--view", "image",
+                             "--all-patches"])) == 0
+    assert len(json.loads((tmp_path / "cli" / "study.json").read_text())["trials"]) == 9
+    assert run_create(parse(["--inpainting", str(inference), "--out", str(tmp_path / "bad"), "--all-patches"])) == 2
 
 
 def test_2afc_image_size_resizes_both_images_of_a_pair_alike(tmp_path):
@@ -452,7 +471,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_command_line_creates_both_designs(real_and_synthetic, tmp_path, capsys):
     inference = fake_inference(tmp_path / "inference", stems=("a",), patches=2)
     assert run_create(parse(["--out", str(tmp_path / "afc"), "--inpainting", str(inference), "--view", "image",
-                             "--repeats", "1", "--seed", "2"])) == 0
+                             "--all-patches", "--repeats", "1", "--seed", "2"])) == 0
     printed = capsys.readouterr().out
     assert str(tmp_path / "afc") in printed and "trials: 2" in printed and "admin_token" in printed
     exports = real_and_synthetic["exports"]

@@ -161,7 +161,7 @@ def test_2afc_metrics_are_flat_and_finite(two_afc_report):
 
 def test_write_files_and_markdown(two_afc_report, tmp_path):
     paths = two_afc_report.write(tmp_path / "report")
-    assert set(paths) == {"report.json", "report.md", "answers.csv"}
+    assert set(paths) == {"report.json", "report.md", "report.html", "answers.csv"}
     assert all(path.is_file() for path in paths.values())
     text = paths["report.md"].read_text(encoding="utf-8")
     assert text.startswith("# Context encoder 2AFC: observer study report")
@@ -270,6 +270,57 @@ def test_real_or_synthetic_reproduces_seed_002_table_1(seed_002_report):
     assert "| Atelectasis | 25\\|25 | 2\\|0 | 12\\|2 | 19\\|6 |" in text  # "|" escaped inside a table cell
     assert "| **Total** | 150\\|149 | 15\\|0 | 79\\|18 | 108\\|45 |" in text
     assert "| Pix2Pix-N | synthetic | R1 | 150 | 108 | 72.0 (" in text
+    assert "| Pix2Pix-N | synthetic | **Pooled** | 300 | 153 |" in text
+
+    # the HTML report lays out the same tables: every markdown row is an HTML row with the same cells
+    html_rows = _html_table_rows(seed_002_report.html())
+    assert ["Atelectasis", "25|25", "2|0", "12|2", "19|6"] in html_rows
+    assert ["Total", "150|149", "15|0", "79|18", "108|45"] in html_rows
+    markdown_rows = [[cell.strip().replace("\\|", "|").strip("*") for cell in line.strip("|").split(" | ")]
+                     for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert html_rows == markdown_rows
+
+
+def _html_table_rows(page: str) -> list[list[str]]:
+    """The text of every table row (header rows included) of an HTML page, in order."""
+    from html.parser import HTMLParser
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.cell: list[str] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Rows()
+    parser.feed(page)
+    return parser.rows
+
+
+def test_html_report_escapes_names_and_stands_alone():
+    answers = [_2afc_answer("<b>R&1</b>", f"t{i:02d}", i, True, 900.0) for i in range(3)]
+    report = StudyReport.from_answers(_2afc_manifest(3), answers)
+    page = report.html()
+    assert "<b>R&1</b>" not in page and "&lt;b&gt;R&amp;1&lt;/b&gt;" in page
+    assert "<style>" in page and "<link" not in page  # a report.html file needs no server
+    linked = report.html(stylesheet_href="/static/study.css")
+    assert '<link rel="stylesheet" href="/static/study.css">' in linked and "<style>" not in linked
+    assert ["<b>R&1</b>", "3", "3", "100.0 (29.2 to 100.0)", "0.250", "0.90 (0.90 to 0.90)", "0.90 ± 0.00"] in (
+        _html_table_rows(page))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,4 +355,5 @@ def test_mlflow_round_trip(two_afc_report, tmp_path, monkeypatch):
     assert run.data.metrics["eval_pooled_percent_correct"] == 55.0
     assert run.data.metrics["eval_reader_R1_percent_correct"] == 70.0
     artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation")}
-    assert artifacts == {"evaluation/report.json", "evaluation/report.md", "evaluation/answers.csv"}
+    assert artifacts == {"evaluation/report.json", "evaluation/report.md", "evaluation/report.html",
+                         "evaluation/answers.csv"}

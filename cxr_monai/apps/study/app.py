@@ -8,7 +8,8 @@ Routes:
 - ``/api/image/<showing>/<slot>``: the pixels of a slot of the reader's *current* showing as little-endian uint16
   (width and height in ``X-Image-Width`` / ``X-Image-Height``), so the page can window/level the full bit depth.
 - ``/api/answer`` (POST JSON ``{"presentation", "choice", "response_ms"}``): committed before the reply.
-- ``/admin``: readers' progress and invitations, behind the study's admin token.
+- ``/admin``: readers' progress and invitations, behind the study's admin token; ``/admin/report``: the report
+  of the answers so far (:class:`~cxr_monai.apps.study.report.StudyReport`), for the admin only.
 
 Only files named in the manifest inside ``<study>/images`` are ever read for a reader (see
 :meth:`~cxr_monai.apps.study.store.StudyStore.image_path`); the manifest, key, tokens and database are not served.
@@ -217,6 +218,16 @@ def create_app(
             name = request.form["invite"].strip()
             invited = {"name": name, "url": url_for("invitation", token=store.invite(name), _external=True)}
         return render_template("admin.html", manifest=manifest, readers=store.readers(), invited=invited)
+
+    @app.get("/admin/report")
+    def admin_report() -> Any:
+        if not is_admin():
+            return redirect(url_for("admin"))
+        from cxr_monai.apps.study.report import StudyReport
+
+        report = StudyReport.from_answers(manifest, store.answers(), readers=[r["name"] for r in store.readers()])
+        return report.html(stylesheet_href=url_for("static", filename="study.css"),
+                           links=[("Back to the admin page", url_for("admin"))])
 
     @app.errorhandler(404)
     def not_found(_: Any) -> Any:

@@ -437,15 +437,16 @@ def create_2afc_study(
     instructions: str | None = None,
     image_size: int | None = None,
     overwrite: bool = False,
+    one_per_image: bool | None = None,
 ) -> CreatedStudy:
     """A two-alternative forced-choice study (seed 001 §4.3) from a context-encoder inference folder.
 
     Each ``original`` patch of ``<inference_dir>/index.csv`` is paired with its ``inpainted`` copy. ``view="patch"``
     shows the two patches; ``view="image"`` shows the working radiograph (``images/<stem>_image.png``) against the same
     radiograph with the inpainted patch pasted at its ``patch_box`` (identical outside the hole). In ``"image"``
-    view an image with several patches gives several trials with the same original, while each inpainted copy is
-    shown once: a reader who remembers images could tell the originals, so prefer one patch per image there (a
-    warning says when it happens).
+    view an image with several patches would give several trials with the same original, while each inpainted
+    copy is shown once: a reader who remembers images could tell the originals. So by default that view keeps one
+    patch per image (drawn with ``seed``); ``one_per_image=False`` keeps them all, with a warning.
 
     Args:
         inference_dir: the inference output folder (``index.csv``, ``patches/``, ``images/``).
@@ -457,6 +458,7 @@ def create_2afc_study(
         title, instructions: shown to readers (``None``: :data:`DEFAULT_TITLES` / :data:`DEFAULT_INSTRUCTIONS`).
         image_size: ``None`` keeps the inference size; else the longest side, aspect kept, both of a pair alike.
         overwrite: replace the study files of a non-empty ``out_dir``.
+        one_per_image: at most one trial per inferred image; ``None``: True for ``view="image"``, else False.
 
     The trials' ``group`` is ``"inpainted"`` and their ``label`` the patch's ``box_label`` ("" when none).
 
@@ -472,18 +474,24 @@ def create_2afc_study(
         raise ValueError(f"trials must be a positive integer or None, got {trials!r}")
     inference_dir = Path(inference_dir)
     pairs = _read_index(inference_dir)
-    if trials is not None and trials > len(pairs):
-        raise ValueError(f"{inference_dir}: {trials} trials asked but index.csv has {len(pairs)} pairs")
-    if repeats > (trials or len(pairs)):
-        raise ValueError(f"repeats ({repeats}) cannot exceed the number of trials ({trials or len(pairs)})")
+    one_per_image = view == "image" if one_per_image is None else bool(one_per_image)
+    available = len({pair.stem for pair in pairs}) if one_per_image else len(pairs)
+    if trials is not None and trials > available:
+        raise ValueError(f"{inference_dir}: {trials} trials asked but index.csv has "
+                         + (f"{available} images (one patch per image)" if one_per_image else f"{available} pairs"))
+    if repeats > (trials or available):
+        raise ValueError(f"repeats ({repeats}) cannot exceed the number of trials ({trials or available})")
     folder = _StudyFolder(out_dir, overwrite)
-    wanted = len(pairs) if trials is None else trials
+    wanted = available if trials is None else trials
     made: list[dict] = []
     keys: list[list[dict]] = []
+    used_images: set[str] = set()
     for index in np.random.default_rng(seed).permutation(len(pairs)):
         if len(made) == wanted:
             break
         pair = pairs[index]
+        if one_per_image and pair.stem in used_images:
+            continue
         try:
             original, inpainted, source = _pair_images(pair, view)
         except Exception as error:
@@ -495,6 +503,7 @@ def create_2afc_study(
             shape = _longest_side_shape(original.shape, image_size)
             original, inpainted = resize_image(original, shape), resize_image(inpainted, shape)
         images = {"original": folder.write_image(original), "inpainted": folder.write_image(inpainted)}
+        used_images.add(pair.stem)
         made.append({"images": images, "group": "inpainted", "label": pair.label})
         box = json.dumps(list(pair.patch_box)) if pair.patch_box else ""
         common = {"patch": pair.patch, "patch_box": box, "group": "inpainted", "label": pair.label}
@@ -511,8 +520,8 @@ def create_2afc_study(
         repeated = sum(count > 1 for count in shared.values())
         if repeated:
             logger.warning("%d original images appear in several trials (one per patch) while each inpainted copy "
-                           "appears once: readers who remember images may tell the originals; prefer one patch per "
-                           "image for view='image'", repeated)
+                           "appears once: readers who remember images may tell the originals (one_per_image=False; "
+                           "the default keeps one patch per image for view='image')", repeated)
     return folder.finish("2afc", made, keys, seed, repeats, title, instructions, image_size, [inference_dir])
 
 
@@ -691,6 +700,9 @@ def add_create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view", choices=("patch", "image"), default="patch",
                         help="2AFC: show the patches, or the full working images (default: patch)")
     parser.add_argument("--trials", type=int, help="2AFC: number of pairs drawn (default: all)")
+    parser.add_argument("--all-patches", action="store_true",
+                        help="2AFC --view image: a trial for every patch, several per image (default: one patch per "
+                             "image, since a repeated original could be remembered)")
     parser.add_argument("--per-group", type=int, help="real-or-synthetic: images per group (default: all)")
     parser.add_argument("--per-label", type=int,
                         help="real-or-synthetic: at most this many images per pathology label and group (seed: 25)")
@@ -729,13 +741,17 @@ def run_create(args: argparse.Namespace) -> int:
             if ignored:
                 raise ValueError(f"{', '.join(ignored)} apply to a real-or-synthetic study (--synthetic), "
                                  "not --inpainting")
+            if args.all_patches and args.view != "image":
+                raise ValueError("--all-patches applies to --view image (the patch view always shows every patch)")
             study = create_2afc_study(args.inpainting, args.out, view=args.view, trials=args.trials,
-                                      image_size=args.image_size, **common)
+                                      image_size=args.image_size, one_per_image=False if args.all_patches else None,
+                                      **common)
         else:
             if args.real is None:
                 raise ValueError("--synthetic needs --real DATALIST: a study needs real images to tell apart")
-            if args.trials is not None or args.view != "patch":
-                raise ValueError("--trials and --view apply to a 2AFC study (--inpainting), not --synthetic")
+            if args.trials is not None or args.view != "patch" or args.all_patches:
+                raise ValueError("--trials, --view and --all-patches apply to a 2AFC study (--inpainting), not "
+                                 "--synthetic")
             size = REAL_OR_SYNTHETIC_IMAGE_SIZE if args.image_size is None else args.image_size
             study = create_real_or_synthetic_study(args.out, _parse_synthetic(args.synthetic), args.real,
                                                    real_section=args.real_section, base_dir=args.base_dir,

@@ -40,7 +40,8 @@ import numpy as np
 
 from cxr_monai.apps.study.stats import binomial_summary, cohen_kappa, fleiss_kappa, percent_agreement
 
-__all__ = ["ANSWER_FIELDS", "DESIGNS", "StudyReport", "add_report_arguments", "metric_names", "run_report"]
+__all__ = ["ANSWER_FIELDS", "DESIGNS", "ReportSection", "ReportTable", "StudyReport", "add_report_arguments",
+           "metric_names", "run_report"]
 
 #: design -> what the binary outcome of a trial is.
 DESIGNS = {"2afc": "picked the original", "real_or_synthetic": "called real"}
@@ -148,6 +149,29 @@ def _sorted_groups(trials: Sequence[Mapping[str, Any]]) -> list[str]:
     groups = list(dict.fromkeys(trial.get("group", "") for trial in trials))
     real = {trial.get("group", "") for trial in trials if trial.get("truth") == "real"}
     return sorted(groups, key=lambda group: group not in real)
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table of the report, its cells as text: columns from ``numeric_from`` on are right-aligned, rows in
+    ``emphasised`` (pooled, total) are set in bold in their ``emphasis_column``."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric_from: int = 1
+    emphasised: frozenset[int] = frozenset()
+    emphasis_column: int = 0
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A titled table with the notes before and after it."""
+
+    title: str
+    table: ReportTable
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    level: int = 2
 
 
 @dataclass
@@ -299,106 +323,141 @@ class StudyReport:
                 f"against chance ({CHANCE * 100:g} %). Accuracy, response times and counts use each reader's first "
                 "showing of every trial; repeated showings feed intra-reader agreement only.")
 
-    def markdown(self) -> str:
-        """``report.md``: the header, the accuracy table, the called-real tables and the agreement tables."""
+    def header(self) -> list[tuple[str, str]]:
+        """The report's header lines as (label, text): design, study, readers, date, method."""
         design = self.study["design"]
         answered = {name: sum(a["reader"] == name for a in self.answers) for name in self.readers}
-        readers = ", ".join(f"{_md(name)} ({answered[name]} answers)" for name in self.readers) or "none"
+        readers = ", ".join(f"{name} ({answered[name]} answers)" for name in self.readers) or "none"
         kind = ("2AFC: pick the original of two images (chance 50 %)" if design == "2afc" else
                 "real or synthetic: call one image real or synthetic")
-        lines = [f"# {_md(self.study['title'])}: observer study report", "",
-                 f"- Design: {kind}",
-                 (f"- Study: {self.study['trials']} trials, seed {self.study['seed']}, {self.study['repeats']} "
-                  f"repeated per reader; created {self.study['created'] or '-'}"),
-                 f"- Readers: {readers}",
-                 f"- Date: {self.generated}",
-                 f"- Method: {self.method_note()}", ""]
-        lines += self._accuracy_markdown()
-        if design == "real_or_synthetic":
-            lines += self._called_real_markdown()
-            lines += self._pathology_markdown()
-        lines += self._agreement_markdown()
+        return [("Design", kind),
+                ("Study", f"{self.study['trials']} trials, seed {self.study['seed']}, {self.study['repeats']} repeated "
+                          f"per reader; created {self.study['created'] or '-'}"),
+                ("Readers", readers), ("Date", self.generated), ("Method", self.method_note())]
+
+    def sections(self) -> list[ReportSection]:
+        """The report's tables with their titles and notes, in order; :meth:`markdown` and :meth:`html` lay
+        them out."""
+        sections = [self._accuracy_section()]
+        if self.study["design"] == "real_or_synthetic":
+            sections += [self._called_real_section(), self._pathology_section()]
+        return [*sections, *self._agreement_sections()]
+
+    def markdown(self) -> str:
+        """``report.md``: the header, the accuracy table, the called-real tables and the agreement tables."""
+        lines = [f"# {_md(self.study['title'])}: observer study report", ""]
+        lines += [f"- {label}: {_md(text)}" for label, text in self.header()]
+        for section in self.sections():
+            lines += ["", f"{'#' * section.level} {section.title}", ""]
+            lines += [line for text in section.before for line in (text, "")]
+            table = section.table
+            lines.append("| " + " | ".join(_md(c) for c in table.columns) + " |")
+            lines.append("|" + "".join("---|" if i < table.numeric_from else "---:|"
+                                       for i in range(len(table.columns))))
+            for number, row in enumerate(table.rows):
+                cells = [_md(cell) for cell in row]
+                if number in table.emphasised:
+                    cells[table.emphasis_column] = f"**{cells[table.emphasis_column]}**"
+                lines.append("| " + " | ".join(cells) + " |")
+            lines += [line for text in section.after for line in ("", text)]
         return "\n".join(lines)
 
+    def html(self, stylesheet_href: str | None = None, links: Sequence[tuple[str, str]] = ()) -> str:
+        """The report as one HTML page (``report.html``, and the study app's ``/admin/report``): the
+        study's stylesheet linked from ``stylesheet_href``, or embedded when None (a file that stands alone);
+        ``links`` (text, href) go in the page's header."""
+        import jinja2
+
+        environment = jinja2.Environment(loader=jinja2.PackageLoader("cxr_monai.apps.study", "templates"),
+                                         autoescape=True)
+        stylesheet = None
+        if stylesheet_href is None:
+            stylesheet = (Path(__file__).parent / "static" / "study.css").read_text(encoding="utf-8")
+        return environment.get_template("report.html").render(
+            report=self, header=self.header(), sections=self.sections(), stylesheet=stylesheet,
+            stylesheet_href=stylesheet_href, links=links)
+
     def write(self, output_dir: str | os.PathLike) -> dict[str, Path]:
-        """``report.json``, ``report.md`` and ``answers.csv`` in ``output_dir``."""
+        """``report.json``, ``report.md``, ``report.html`` and ``answers.csv`` in ``output_dir``."""
         from cxr_monai.reports import write_csv, write_json, write_text
 
         output_dir = Path(output_dir)
         return {"report.json": write_json(self.to_dict(), output_dir / "report.json"),
                 "report.md": write_text(self.markdown() + "\n", output_dir / "report.md"),
+                "report.html": write_text(self.html(), output_dir / "report.html"),
                 "answers.csv": write_csv(self.answers, output_dir / "answers.csv", ANSWER_FIELDS)}
 
     # ------------------------------------------------------------------------------------------------------
-    # markdown tables
+    # tables
 
-    def _accuracy_markdown(self) -> list[str]:
-        lines = ["## Accuracy (first showings)", "",
-                 ("| Reader | trials | correct | % correct (95 % CI) | p vs 50 % | response time median (IQR), s | "
-                  "mean ± std, s |"), "|---|---:|---:|---:|---:|---:|---:|"]
-        rows = [*((_md(name), row) for name, row in self.accuracy.items()), ("**Pooled**", self.pooled)]
-        for shown_name, row in rows:
+    def _accuracy_section(self) -> ReportSection:
+        rows = [*self.accuracy.items(), ("Pooled", self.pooled)]
+        cells = []
+        for name, row in rows:
             times = row["response_time_s"]
-            lines.append(f"| {shown_name} | {row['n']} | {row['successes']} | "
-                         f"{_percent(row)} | {_p(row['p_value'])} | {_num(times['median'], 2)} "
-                         f"({_num(times['q1'], 2)} to {_num(times['q3'], 2)}) | {_num(times['mean'], 2)} ± "
-                         f"{_num(times['std'], 2)} |")
-        lines += ["", (f"Mean of the readers' % correct: {_num(self.mean_reader_percent_correct, 1)} %. The pooled "
-                       "row treats all first answers as independent (answers of one reader, and to one trial, are "
-                       "not), so its CI is too narrow when readers differ."), ""]
-        return lines
+            cells.append((name, str(row["n"]), str(row["successes"]), _percent(row), _p(row["p_value"]),
+                          f"{_num(times['median'], 2)} ({_num(times['q1'], 2)} to {_num(times['q3'], 2)})",
+                          f"{_num(times['mean'], 2)} ± {_num(times['std'], 2)}"))
+        table = ReportTable(("Reader", "trials", "correct", "% correct (95 % CI)", "p vs 50 %",
+                             "response time median (IQR), s", "mean ± std, s"), tuple(cells), numeric_from=1,
+                            emphasised=frozenset({len(cells) - 1}))
+        return ReportSection("Accuracy (first showings)", table, after=(
+            f"Mean of the readers' % correct: {_num(self.mean_reader_percent_correct, 1)} %. The pooled row treats "
+            "all first answers as independent (answers of one reader, and to one trial, are not), so its CI is too "
+            "narrow when readers differ.",))
 
-    def _called_real_markdown(self) -> list[str]:
-        lines = ["## Called real per source (first showings)", "",
-                 "| Source | truth | Reader | shown | called real | % called real (95 % CI) | p vs 50 % |",
-                 "|---|---|---|---:|---:|---:|---:|"]
+    def _called_real_section(self) -> ReportSection:
+        cells, emphasised = [], set()
         for group, entry in self.called_real.items():
-            rows = [*((_md(name), row) for name, row in entry["readers"].items()), ("**Pooled**", entry["pooled"])]
-            for shown_name, row in rows:
-                lines.append(f"| {_md(group)} | {entry['truth']} | {shown_name} | {row['n']} | {row['successes']} | "
-                             f"{_percent(row)} | {_p(row['p_value'])} |")
-        return [*lines, ""]
+            for name, row in [*entry["readers"].items(), ("Pooled", entry["pooled"])]:
+                cells.append((group, entry["truth"], name, str(row["n"]), str(row["successes"]), _percent(row),
+                              _p(row["p_value"])))
+            emphasised.add(len(cells) - 1)
+        table = ReportTable(("Source", "truth", "Reader", "shown", "called real", "% called real (95 % CI)",
+                             "p vs 50 %"), tuple(cells), numeric_from=3, emphasised=frozenset(emphasised),
+                            emphasis_column=2)
+        return ReportSection("Called real per source (first showings)", table)
 
-    def _pathology_markdown(self) -> list[str]:
+    def _pathology_section(self) -> ReportSection:
         table = self.pathology_table
         assert table is not None
         groups = table["groups"]
-        who = "\\|".join(_md(name) for name in self.readers)
-        lines = ["## Images called real per pathology and source (seed 002, Table 1)", "",
-                 f"Each cell: the number of images called real by {who}.", "",
-                 "| Pathology | " + " | ".join(_md(g) for g in groups) + " |", "|---|" + "---:|" * len(groups)]
-        for label, cells in table["rows"].items():
-            lines.append(f"| {_md(label)} | " + " | ".join(_md(cells[g]) for g in groups) + " |")
-        lines.append("| **Total** | " + " | ".join(_md(table["total"][g]) for g in groups) + " |")
-        lines.append("| shown | " + " | ".join(_md(table["shown"][g]) for g in groups) + " |")
-        lines.append("| images | " + " | ".join(str(table["images"][g]) for g in groups) + " |")
-        lines += ["", "'shown': images of the source each reader answered; 'images': the study's images of the source.",
-                  ""]
-        return lines
+        cells = [(label, *(cells[g] for g in groups)) for label, cells in table["rows"].items()]
+        cells.append(("Total", *(table["total"][g] for g in groups)))
+        cells.append(("shown", *(table["shown"][g] for g in groups)))
+        cells.append(("images", *(str(table["images"][g]) for g in groups)))
+        return ReportSection(
+            "Images called real per pathology and source (seed 002, Table 1)",
+            ReportTable(("Pathology", *groups), tuple(cells), numeric_from=1,
+                        emphasised=frozenset({len(cells) - 3})),
+            before=(f"Each cell: the number of images called real by {'|'.join(self.readers)}.",),
+            after=("'shown': images of the source each reader answered; 'images': the study's images of the "
+                   "source.",))
 
-    def _agreement_markdown(self) -> list[str]:
+    def _agreement_sections(self) -> list[ReportSection]:
         agreement = self.agreement
-        lines = ["## Agreement", "", f"On the binary outcome *{agreement['outcome']}*, first showings.", "",
-                 "| Readers | shared trials | % agreement | Cohen's κ |", "|---|---:|---:|---:|"]
-        for pair in agreement["inter"]:
-            names = " vs ".join(_md(name) for name in pair["readers"])
-            lines.append(f"| {names} | {pair['n']} | {_num(pair['percent_agreement'], 1)} | "
-                         f"{_num(pair['kappa'], 3)} |")
-        if not agreement["inter"]:
-            lines.append("| (one reader) | 0 | - | - |")
+        pairs = tuple((" vs ".join(pair["readers"]), str(pair["n"]), _num(pair["percent_agreement"], 1),
+                       _num(pair["kappa"], 3)) for pair in agreement["inter"]) or (("(one reader)", "0", "-", "-"),)
         fleiss = agreement["fleiss"]
         if len(fleiss["readers"]) >= 2:
-            lines += ["", (f"Fleiss' κ over the {fleiss['n']} trials answered by all {len(fleiss['readers'])} readers "
-                           f"with answers: {_num(fleiss['kappa'], 3)}.")]
+            fleiss_note = (f"Fleiss' κ over the {fleiss['n']} trials answered by all {len(fleiss['readers'])} "
+                           f"readers with answers: {_num(fleiss['kappa'], 3)}.")
         else:
-            lines += ["", "Fleiss' κ: needs at least two readers with answers."]
-        lines += ["", "### Intra-reader (first vs repeated showing)", "",
-                  "| Reader | repeated trials | % agreement | Cohen's κ |", "|---|---:|---:|---:|"]
-        for name, intra in agreement["intra"].items():
-            lines.append(f"| {_md(name)} | {intra['n']} | {_num(intra['percent_agreement'], 1)} | "
-                         f"{_num(intra['kappa'], 3)} |")
-        lines += ["", "κ is '-' where undefined: no shared trials, or both gave every trial the same outcome.", ""]
-        return lines
+            fleiss_note = "Fleiss' κ: needs at least two readers with answers."
+        intra = tuple((name, str(row["n"]), _num(row["percent_agreement"], 1), _num(row["kappa"], 3))
+                      for name, row in agreement["intra"].items())
+        return [
+            ReportSection("Agreement", ReportTable(("Readers", "shared trials", "% agreement", "Cohen's κ"), pairs,
+                                                   numeric_from=1),
+                          before=(f"On the binary outcome '{agreement['outcome']}', first showings.",),
+                          after=(fleiss_note,)),
+            ReportSection("Intra-reader (first vs repeated showing)",
+                          ReportTable(("Reader", "repeated trials", "% agreement", "Cohen's κ"), intra,
+                                      numeric_from=1),
+                          level=3,
+                          after=("κ is '-' where undefined: no shared trials, or both gave every trial the same "
+                                 "outcome.",)),
+        ]
 
 
 def _pathology_table(trials: Sequence[Mapping[str, Any]], groups: Sequence[str], readers: Sequence[str],

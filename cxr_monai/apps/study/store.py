@@ -187,19 +187,19 @@ class StudyStore:
         name = name.strip()
         if not name or len(name) > 200:
             raise ValueError("a reader's name must have 1 to 200 characters.")
-        with self.engine.begin() as connection:
-            row = connection.execute(sa.select(readers_table.c.id, readers_table.c.name).where(
-                readers_table.c.study_id == self.study_id, readers_table.c.name == name)).first()
-            if row is None:
+        try:
+            with self.engine.begin() as connection:
+                row = connection.execute(sa.select(readers_table.c.id, readers_table.c.name).where(
+                    readers_table.c.study_id == self.study_id, readers_table.c.name == name)).first()
+                if row is not None:
+                    return Reader(int(row.id), row.name)
                 if not create:
                     raise KeyError(name)
-                try:
-                    result = connection.execute(readers_table.insert().values(
-                        study_id=self.study_id, name=name, created_at=_now()))
-                except IntegrityError:  # created by a simultaneous login of the same name
-                    return self.login(name, create=False)
+                result = connection.execute(readers_table.insert().values(
+                    study_id=self.study_id, name=name, created_at=_now()))
                 return Reader(int(result.inserted_primary_key[0]), name)
-        return Reader(int(row.id), row.name)
+        except IntegrityError:  # created by a simultaneous login of the same name; this transaction rolled back
+            return self.login(name, create=False)
 
     def invite(self, name: str) -> str:
         """A new invitation token for the reader ``name`` (created if new); a second invitation replaces the first."""
