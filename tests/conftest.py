@@ -6,7 +6,9 @@
 - ``shared_data`` / ``shared_path`` skip a test, with the path in the reason, where ``../shared/data`` (or the
   part of it a test reads) is absent: a user's checkout has no ``shared/``.
 - ``bundle_command`` builds ``python -m monai.bundle <subcommand> ...`` arguments as a user types them, and
-  ``run_bundle`` runs them with a timeout, failing with the tail of the output.
+  ``run_bundle`` runs them with a timeout, failing with the tail of the output (``start_bundle`` starts one and
+  returns the process). Each is a process of its own, forked from a server that has imported MONAI once
+  (``warm_processes.py``; ``CXR_MONAI_TEST_FRESH_PROCESSES=1`` starts new interpreters instead).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import warm_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO / "bundles"
@@ -153,6 +157,22 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join([*all_lines[first:first + lines], "...", *tail])
 
 
+def _start_bundle(args: Sequence[str | os.PathLike], stdout: Path, stderr: Path | None = None, *,
+                  launcher: Sequence[str] | None = None, env: dict[str, str] | None = None):
+    """Start ``[launcher or sys.executable, *args]`` in the repository root in a new session, output to ``stdout``
+    (and ``stderr``, or the same file); returns the process (``pid``, ``poll``, ``wait``, ``returncode``).
+
+    ``python -m ...`` without a launcher or an environment of its own starts as a fork of a server that has
+    imported MONAI already (:mod:`warm_processes`), ~10 s sooner; anything else starts a new interpreter.
+    """
+    args = [str(arg) for arg in args]
+    if launcher is None and env is None and args[0] == "-m" and warm_processes.enabled():
+        return warm_processes.start(args[1], args[2:], REPO, stdout, stderr)
+    with open(stdout, "a") as out, open(stderr or stdout, "a") as err:
+        return subprocess.Popen([*(launcher or [sys.executable]), *args], cwd=REPO, env=env, text=True,
+                                start_new_session=True, stdout=out, stderr=err)
+
+
 def _run_bundle(args: Sequence[str | os.PathLike], log: Path | None = None, *, launcher: Sequence[str] | None = None,
                 timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess:
@@ -164,17 +184,25 @@ def _run_bundle(args: Sequence[str | os.PathLike], log: Path | None = None, *, l
     workers of ``torchrun`` included) and the test fails with the same tail.
     """
     command = [*(launcher or [sys.executable]), *map(str, args)]
-    with open(log, "w") if log is not None else contextlib.nullcontext() as handle:
-        process = subprocess.Popen(command, cwd=REPO, env=env, text=True, start_new_session=True,
-                                   stdout=handle or subprocess.PIPE,
-                                   stderr=subprocess.STDOUT if handle else subprocess.PIPE)
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            captured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="run_bundle_")))
+            stdout_path, stderr_path = captured / "stdout", captured / "stderr"
+        else:
+            stdout_path, stderr_path = log, None
+        for path in (stdout_path, stderr_path):
+            if path is not None:
+                path.write_text("")
+        process = _start_bundle(args, stdout_path, stderr_path, launcher=launcher, env=env)
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            process.wait(timeout=timeout)
             timed_out = False
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
+            process.wait()
             timed_out = True
+        stdout, stderr = (None, None) if log is not None else (stdout_path.read_text(errors="replace"),
+                                                               stderr_path.read_text(errors="replace"))
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if timed_out or (check and result.returncode != 0):
         output = log.read_text(errors="replace") if log is not None else (stderr or "") or (stdout or "")
@@ -189,6 +217,12 @@ def _run_bundle(args: Sequence[str | os.PathLike], log: Path | None = None, *, l
 def bundle_command() -> Callable[..., list[str]]:
     """``bundle_command(bundle, configs, subcommand="run", **overrides)``: the arguments after the interpreter."""
     return _bundle_command
+
+
+@pytest.fixture(scope="session")
+def start_bundle() -> Callable[..., Any]:
+    """``start_bundle(args, stdout, stderr=None, *, launcher=None, env=None)``: see ``_start_bundle``."""
+    return _start_bundle
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_processes
 from ignite.engine import Engine, Events
 
 from cxr_monai.apps.inpainting import ContextEncoderTrainer, border_weight_map
@@ -412,7 +413,7 @@ def test_fresh_start_under_torch_distributed_moves_old_checkpoints_once(tmp_path
     save_dir.mkdir()
     for iteration in (7, 8):
         torch.save({"net": {}}, save_dir / f"checkpoint_{iteration}.pt")
-    torch.multiprocessing.spawn(_fresh_start_rank, args=(2, str(tmp_path / "init"), str(save_dir)), nprocs=2)
+    warm_processes.spawn(_fresh_start_rank, args=(2, str(tmp_path / "init"), str(save_dir)), nprocs=2)
     [previous] = save_dir.glob("previous_*")
     assert sorted(p.name for p in previous.iterdir()) == ["checkpoint_7.pt", "checkpoint_8.pt"]
     assert sorted(p.name for p in save_dir.glob("checkpoint_*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
@@ -420,7 +421,7 @@ def test_fresh_start_under_torch_distributed_moves_old_checkpoints_once(tmp_path
 
 def test_nan_guard_stops_every_rank_together(tmp_path):
     """One rank's NaN stops all ranks at that iteration (none goes on to checkpoint or hang at a collective)."""
-    torch.multiprocessing.spawn(_nan_guard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    warm_processes.spawn(_nan_guard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     rank0, rank1 = ((tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1))
     assert rank1.startswith("stopped at 2: non-finite loss at iteration 2") and "loss=nan" in rank1
     assert rank0.startswith("stopped at 2: non-finite loss at iteration 2") and "on another rank" in rank0
@@ -567,5 +568,5 @@ def _finish_rank(rank: int, world_size: int, init_file: str, results: str) -> No
 
 def test_ranks_leave_the_process_group_together(tmp_path):
     """``multi_gpu_train.json``'s finalize: the rank done first waits for the others, then all destroy the group."""
-    torch.multiprocessing.spawn(_finish_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    warm_processes.spawn(_finish_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]

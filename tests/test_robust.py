@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_processes
 from ignite.engine import Engine
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose, MapTransform
@@ -331,8 +332,7 @@ def _skipped_rank(rank: int, world_size: int, init_file: str, results: str, max_
 def test_skipped_images_are_gathered_from_every_rank(tmp_path, max_fraction, outcome):
     """Under torch.distributed every rank counts the image one rank skipped (rank 0 writes it), and a run with too
     many stops on every rank at the same iteration (none waits at a collective for another)."""
-    torch.multiprocessing.spawn(_skipped_rank, args=(2, str(tmp_path / "init"), str(tmp_path), max_fraction),
-                                nprocs=2)
+    warm_processes.spawn(_skipped_rank, args=(2, str(tmp_path / "init"), str(tmp_path), max_fraction), nprocs=2)
     assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == [outcome, outcome]
     rows = list(csv.DictReader(open(tmp_path / "skipped.csv", newline="")))
     assert [row["image"] for row in rows] == ["bad.png"]
