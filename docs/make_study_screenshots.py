@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -47,7 +48,7 @@ def wait_answered(driver: webdriver.Chrome, answered: int) -> None:
         body = d.find_element(By.TAG_NAME, "body")
         return body.get_attribute("data-state") in ("ready", "done") and body.get_attribute("data-answered") == str(
             answered)
-    WebDriverWait(driver, 30).until(ready)
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(ready)  # after a submit
 
 
 def read_as(driver: webdriver.Chrome, url: str, name: str, rng: random.Random, screenshot: Path | None) -> None:

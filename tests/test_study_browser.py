@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -93,7 +94,9 @@ def wait_for(driver, state: str, answered: int | None = None, timeout: float = 3
         body = d.find_element(By.TAG_NAME, "body")
         return body.get_attribute("data-state") == state and (
             answered is None or body.get_attribute("data-answered") == str(answered))
-    WebDriverWait(driver, timeout).until(ready, message=f"page never reached state {state} with {answered} answers")
+    # the body found may belong to the page a form submit is leaving: look again, as for any other miss
+    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        ready, message=f"page never reached state {state} with {answered} answers")
 
 
 def press(driver, key: str) -> None:
@@ -177,8 +180,9 @@ def test_a_reader_completes_a_2afc_study_with_keys(tmp_path, browser, hand_made_
         assert "7 / 7" in browser.find_element(By.ID, "readers").text
         screenshot(browser, "study_admin.png")
         browser.find_element(By.ID, "report-link").click()
-        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tbody tr"))
-        first_row = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "tbody tr")[0]
+        # the admin page has table rows too: wait for the report page's own
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "body.report tbody tr"))
+        first_row = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "body.report tbody tr")[0]
                      .find_elements(By.TAG_NAME, "td")]
         screenshot(browser, "study_report.png")
     finally:
