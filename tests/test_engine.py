@@ -408,6 +408,7 @@ def _fresh_start_rank(rank: int, world_size: int, init_file: str, save_dir: str)
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes under torch.distributed
 def test_fresh_start_under_torch_distributed_moves_old_checkpoints_once(tmp_path):
     save_dir = tmp_path / "ckpt"
     save_dir.mkdir()
@@ -419,6 +420,7 @@ def test_fresh_start_under_torch_distributed_moves_old_checkpoints_once(tmp_path
     assert sorted(p.name for p in save_dir.glob("checkpoint_*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
 
 
+@pytest.mark.slow  # two processes under torch.distributed
 def test_nan_guard_stops_every_rank_together(tmp_path):
     """One rank's NaN stops all ranks at that iteration (none goes on to checkpoint or hang at a collective)."""
     warm_processes.spawn(_nan_guard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
@@ -566,6 +568,7 @@ def _finish_rank(rank: int, world_size: int, init_file: str, results: str) -> No
     Path(results, f"rank{rank}.txt").write_text(str(torch.distributed.is_initialized()))
 
 
+@pytest.mark.slow  # two processes under torch.distributed
 def test_ranks_leave_the_process_group_together(tmp_path):
     """``multi_gpu_train.json``'s finalize: the rank done first waits for the others, then all destroy the group."""
     warm_processes.spawn(_finish_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)

@@ -328,6 +328,7 @@ def _skipped_rank(rank: int, world_size: int, init_file: str, results: str, max_
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes under torch.distributed
 @pytest.mark.parametrize("max_fraction, outcome", [(0.1, "finished at 4; 1 skipped"), (0.0, "stopped at 1; 1 skipped")])
 def test_skipped_images_are_gathered_from_every_rank(tmp_path, max_fraction, outcome):
     """Under torch.distributed every rank counts the image one rank skipped (rank 0 writes it), and a run with too

@@ -4,8 +4,9 @@ Every ``python -m monai.bundle run`` pays ``import monai`` first (about 10 s on 
 ignite, mlflow, torchvision and scipy eagerly), and the bundle tests start dozens of such runs. Here one
 ``multiprocessing`` fork server imports those modules once; each run is a fork of it, so it is still a process of
 its own (own session and process group, own exit status, killable, output to its own file) but starts in
-milliseconds. What a fork cannot reproduce is left to a real interpreter (``fresh=True``): a changed environment
-for what libraries read when they load (``OMP_NUM_THREADS``), and launchers such as ``torchrun``.
+milliseconds. What a fork cannot reproduce stays with a new interpreter (the caller's choice, see ``conftest.py``):
+an environment of the run's own, which libraries read when they load (``OMP_NUM_THREADS``), and launchers such as
+``torchrun``.
 
 Set ``CXR_MONAI_TEST_FRESH_PROCESSES=1`` to start every run in a new interpreter instead.
 
@@ -111,13 +112,12 @@ def _context() -> multiprocessing.context.BaseContext:
     return _CONTEXT
 
 
-def start(module: str, args: Sequence[str], cwd: Path, stdout: Path, stderr: Path | None = None,
-          environ: Mapping[str, str] | None = None) -> WarmProcess:
-    """Start ``python -m module *args`` in ``cwd`` as a fork of the warm server, output appended to ``stdout``
-    (and ``stderr``, or the same file); ``environ`` is the run's whole environment (default: this process's)."""
+def start(module: str, args: Sequence[str], cwd: Path, stdout: Path, stderr: Path | None = None) -> WarmProcess:
+    """Start ``python -m module *args`` in ``cwd`` as a fork of the warm server with this process's environment as
+    it is now, output appended to ``stdout`` (and ``stderr``, or the same file)."""
     process = _context().Process(target=_run_module, name=f"python -m {module}",
-                                 args=(module, [str(arg) for arg in args], str(cwd), dict(environ or os.environ),
-                                       str(stdout), str(stderr or stdout)))
+                                 args=(module, [str(arg) for arg in args], str(cwd), dict(os.environ), str(stdout),
+                                       str(stderr or stdout)))
     process.start()
     return WarmProcess(process)
 
@@ -128,7 +128,8 @@ def spawn(function, args: tuple = (), nprocs: int = 2) -> None:
     importable by name, as for ``spawn``."""
     import torch.multiprocessing
 
-    method = "forkserver" if enabled() else "spawn"
-    if enabled():
-        _context()
-    torch.multiprocessing.start_processes(function, args=args, nprocs=nprocs, start_method=method)
+    if not enabled():
+        torch.multiprocessing.spawn(function, args=args, nprocs=nprocs)
+        return
+    _context()  # the server preloads PRELOAD only if it is configured before its first start
+    torch.multiprocessing.start_processes(function, args=args, nprocs=nprocs, start_method="forkserver")
